@@ -1,0 +1,1 @@
+//! sockserve-core (being written)
