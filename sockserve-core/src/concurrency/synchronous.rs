@@ -1,0 +1,29 @@
+//! The synchronous model: Python's plain `TCPServer`/`UDPServer` behaviour.
+
+use std::io;
+use std::sync::Arc;
+
+use super::{Concurrency, Process};
+use crate::handler::Dispatch;
+use crate::server::ServerCore;
+use crate::transport::Transport;
+use crate::Options;
+
+/// Serves each request in the serving thread, one at a time.
+#[derive(Debug, Default)]
+pub struct Synchronous;
+
+impl Concurrency for Synchronous {
+    fn new(_options: &Options) -> io::Result<Self> {
+        Ok(Synchronous)
+    }
+}
+
+impl<T: Transport, H> Process<T, H> for Synchronous
+where
+    T::Kind: Dispatch<T, H>,
+{
+    fn process_request(&self, core: &Arc<ServerCore<T, H>>, request: T::Request, client_address: T::Address) {
+        core.process_inline(request, client_address);
+    }
+}

@@ -1,0 +1,113 @@
+//! [`Options`]: Python's server and handler class attributes, in one place.
+
+use std::time::Duration;
+
+/// The attributes Python sets on server and handler classes, gathered in one struct.
+///
+/// Every field keeps its Python name where Python has one. Which fields apply depends on the
+/// transport and concurrency model (the `#[server]` macro rejects the others at compile time;
+/// at run time they are ignored):
+///
+/// | field | applies to | Python |
+/// |---|---|---|
+/// | `poll_interval` | all | `serve_forever(poll_interval=0.5)` |
+/// | `timeout` | all | `BaseServer.timeout` |
+/// | `request_queue_size` | tcp, unix stream | `TCPServer.request_queue_size` |
+/// | `allow_reuse_address`, `allow_reuse_port` | tcp, udp | same names |
+/// | `max_packet_size` | udp, unix datagram | `UDPServer.max_packet_size` |
+/// | `daemon_threads`, `max_threads` | threading | `ThreadingMixIn.daemon_threads`; `max_threads` is new |
+/// | `block_on_close` | threading, forking | same name |
+/// | `max_children` | forking | `ForkingMixIn.max_children` |
+/// | `rbufsize`, `wbufsize`, `connection_timeout`, `disable_nagle_algorithm` | stream servers | `StreamRequestHandler.rbufsize`, `.wbufsize`, `.timeout`, `.disable_nagle_algorithm` |
+/// | `socket_mode`, `remove_stale_socket` | unix | new |
+///
+/// ```
+/// use std::time::Duration;
+/// use sockserve_core::Options;
+///
+/// const OPTIONS: Options = Options {
+///     connection_timeout: Some(Duration::from_secs(5)),
+///     daemon_threads: true,
+///     ..Options::DEFAULT
+/// };
+/// assert_eq!(OPTIONS.max_children, 40);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// How often `serve_forever` wakes up to run `service_actions` when idle. Shutdown does
+    /// not wait for it: `shutdown()` wakes the loop at once. Default 500 ms.
+    pub poll_interval: Duration,
+    /// How long `handle_request()` waits before calling `handle_timeout()`. `None` waits
+    /// forever. Default `None`.
+    pub timeout: Option<Duration>,
+    /// The `listen()` backlog of stream servers. Python's default of 5 drops connections under
+    /// any burst; sockserve defaults to 1024 (the kernel caps it at `net.core.somaxconn`).
+    pub request_queue_size: u32,
+    /// `SO_REUSEADDR` before bind (TCP, UDP). Default `true`, so a restarted server does not
+    /// fail on connections in `TIME_WAIT` (Python's default is `False`).
+    pub allow_reuse_address: bool,
+    /// `SO_REUSEPORT` before bind (TCP, UDP). Default `false`.
+    pub allow_reuse_port: bool,
+    /// The largest datagram a datagram server receives whole; a larger one is reported to
+    /// `handle_error` as truncated, never handed on cut short. Default 8192.
+    pub max_packet_size: usize,
+    /// Threading: do not track handler threads, so `server_close` does not wait for them.
+    /// Default `false`.
+    pub daemon_threads: bool,
+    /// Threading and forking: `server_close` waits for every handler thread or child process.
+    /// Default `true`.
+    pub block_on_close: bool,
+    /// Threading: the most handler threads alive at once (like `tcpserver -c`); at the cap the
+    /// server stops accepting, so new connections wait in the listen backlog. Default `None`
+    /// (no cap, as in Python).
+    pub max_threads: Option<usize>,
+    /// Forking: the most child processes alive at once; at the cap the server waits for a
+    /// child to exit before forking again. Default 40.
+    pub max_children: usize,
+    /// Stream handlers: the capacity of `rfile`'s buffer. 0 means unbuffered: `rfile` never
+    /// reads past what the handler consumes. Default 8192.
+    pub rbufsize: usize,
+    /// Stream handlers: the capacity of `wfile`'s buffer, flushed after `finish()`. 0 means
+    /// unbuffered: every write is sent whole before it returns. Default 0.
+    pub wbufsize: usize,
+    /// Stream handlers: read and write timeout on the connection (Python's
+    /// `StreamRequestHandler.timeout`). Default `None`.
+    pub connection_timeout: Option<Duration>,
+    /// Stream handlers on TCP: set `TCP_NODELAY` on each connection. Default `false`.
+    pub disable_nagle_algorithm: bool,
+    /// Unix servers bound to a path: the file mode given to the socket file after bind.
+    /// Default `None` (the process umask decides).
+    pub socket_mode: Option<u32>,
+    /// Unix servers bound to a path: when the path is a socket nobody is listening on (left by
+    /// a dead server), remove it before bind. A socket another server listens on is never
+    /// removed, nor a file that is not a socket. Default `true`.
+    pub remove_stale_socket: bool,
+}
+
+impl Options {
+    /// The defaults, usable in `const` context (`..Options::DEFAULT`).
+    pub const DEFAULT: Options = Options {
+        poll_interval: Duration::from_millis(500),
+        timeout: None,
+        request_queue_size: 1024,
+        allow_reuse_address: true,
+        allow_reuse_port: false,
+        max_packet_size: 8192,
+        daemon_threads: false,
+        block_on_close: true,
+        max_threads: None,
+        max_children: 40,
+        rbufsize: 8192,
+        wbufsize: 0,
+        connection_timeout: None,
+        disable_nagle_algorithm: false,
+        socket_mode: None,
+        remove_stale_socket: true,
+    };
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::DEFAULT
+    }
+}

@@ -1,0 +1,177 @@
+//! The system layer: every `unsafe` block of sockserve-core lives in this module.
+//!
+//! Each function is a thin wrapper over one system call, checks its result and returns
+//! `io::Result`; ownership of every descriptor it creates is handed to an [`OwnedFd`] at once,
+//! so each is closed exactly once.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Once;
+use std::time::Duration;
+
+use socket2::{SockAddr, SockRef};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; the result is checked before use.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: `fd` was just returned by eventfd, is valid and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter, making it readable.
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let one: u64 = 1;
+    // SAFETY: the pointer and length describe `one`, a live 8-byte value, as eventfd requires.
+    // The only possible failure (EAGAIN at a counter of u64::MAX - 1) leaves it readable anyway.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Resets an eventfd's counter to zero (not readable).
+pub(crate) fn eventfd_clear(fd: BorrowedFd<'_>) {
+    let mut value: u64 = 0;
+    // SAFETY: the pointer and length describe `value`, a live writable 8-byte value. The fd is
+    // non-blocking, so this returns EAGAIN at once when the counter is already zero.
+    unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes (`None`: no limit). `None` entries
+/// are skipped. Returns which entries are readable (or have an error or hang-up pending);
+/// all `false` on timeout or when interrupted by a signal.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: [Option<BorrowedFd<'_>>; N],
+    timeout: Option<Duration>,
+) -> io::Result<[bool; N]> {
+    let mut pollfds = fds.map(|fd| libc::pollfd {
+        fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let millis = match timeout {
+        // Round up, so a sub-millisecond remainder does not turn into a busy loop.
+        Some(t) => t.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int,
+        None => -1,
+    };
+    // SAFETY: `pollfds` is a live array of N pollfd structs; poll writes only their revents.
+    let ret = unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, millis) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok([false; N]);
+        }
+        return Err(err);
+    }
+    Ok(pollfds.map(|p| p.revents != 0))
+}
+
+/// Receives one datagram without blocking. Returns the datagram's real length, which is
+/// larger than `buf.len()` when it was truncated (Linux `MSG_TRUNC`), and the sender.
+pub(crate) fn recv_from_truncating(socket: SockRef<'_>, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and every byte of `buf` is already
+    // initialised; socket2 only ever writes initialised bytes into the buffer, so `buf` stays
+    // fully initialised once the view ends.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    socket.recv_from_with_flags(uninit, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+}
+
+/// The result of [`fork`].
+pub(crate) enum Forked {
+    /// In the parent: the child's pid.
+    Parent(libc::pid_t),
+    /// In the child.
+    Child,
+}
+
+/// Forks the process.
+///
+/// The child has only the calling thread. It must confine itself to serving one request and
+/// then call [`exit_child`]; it never returns into the server loop.
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own. The hazard of forking a
+    // multi-threaded process (locks held by threads that do not exist in the child) is
+    // confined by the caller: the child runs one request and leaves through `exit_child`.
+    match check(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Ends a forked child at once, without running destructors or exit handlers that belong
+/// to the parent (Python's `os._exit`).
+pub(crate) fn exit_child(status: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(status) }
+}
+
+/// Reaps `pid` if it has exited (or waits for it when `block`). Returns its exit status,
+/// `None` if it is still running, or the error (ECHILD when it is not our child).
+pub(crate) fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<libc::c_int>> {
+    let mut status: libc::c_int = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: `status` is a live c_int that waitpid writes.
+        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+        match ret {
+            0 => return Ok(None),
+            r if r > 0 => return Ok(Some(status)),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// Blocks until some child of the process has exited, without reaping it, and returns its
+/// pid (so the caller reaps only children it owns).
+pub(crate) fn wait_any_child_exited() -> io::Result<libc::pid_t> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a live siginfo_t that waitid writes.
+        let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if ret == 0 {
+            // SAFETY: waitid succeeded with WEXITED, so `info` describes a child state change
+            // and si_pid is the field the kernel filled.
+            return Ok(unsafe { info.si_pid() });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// This process's id.
+pub(crate) fn getpid() -> libc::pid_t {
+    // SAFETY: getpid cannot fail and takes no arguments.
+    unsafe { libc::getpid() }
+}
+
+/// Makes sure a peer that closes early costs an `EPIPE` error, not the process: if
+/// `SIGPIPE` still has its default action (a non-Rust `main`, or one built with
+/// `-Zon-broken-pipe=kill`), it is set to ignored. A handler the program installed is kept.
+pub(crate) fn ignore_default_sigpipe() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: an all-zero sigaction is a valid value of this plain C struct.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only queries; `old` is a live sigaction that is written.
+        let queried = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) };
+        if queried == 0 && old.sa_sigaction == libc::SIG_DFL {
+            // SAFETY: SIG_IGN is a valid disposition for SIGPIPE; no handler code is involved.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        }
+    });
+}

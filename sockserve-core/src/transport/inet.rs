@@ -1,0 +1,197 @@
+//! TCP and UDP over IPv4 and IPv6 (the family follows the bound address).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::{Connection, Datagram, DatagramKind, DatagramTransport, StreamKind, StreamTransport, Transport};
+use crate::{sys, Options};
+
+fn backlog(options: &Options) -> i32 {
+    i32::try_from(options.request_queue_size).unwrap_or(i32::MAX)
+}
+
+fn bind_inet(socket: SockRef<'_>, address: SocketAddr, options: &Options) -> io::Result<SocketAddr> {
+    socket.set_reuse_address(options.allow_reuse_address)?;
+    if options.allow_reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&address.into())?;
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound socket has no IP address"))
+}
+
+/// TCP (Python's `TCPServer` socket half): a listening socket whose requests are
+/// [`TcpStream`]s. `shutdown_request` shuts down the write side, then closes.
+#[derive(Debug)]
+pub struct Tcp {
+    listener: TcpListener,
+    address: SocketAddr,
+}
+
+impl Tcp {
+    /// The listening socket, for socket options before `server_bind` (create the server with
+    /// `Server::unbound`) or at any time after.
+    pub fn socket(&self) -> SockRef<'_> {
+        SockRef::from(&self.listener)
+    }
+}
+
+impl Transport for Tcp {
+    type Request = TcpStream;
+    type Address = SocketAddr;
+    type ServerAddress = SocketAddr;
+    type BindAddress = SocketAddr;
+    type Kind = StreamKind;
+
+    fn open(address: SocketAddr, _options: &Options) -> io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        Ok(Tcp {
+            listener: socket.into(),
+            address,
+        })
+    }
+
+    fn server_bind(&mut self, options: &Options) -> io::Result<()> {
+        self.address = bind_inet(self.socket(), self.address, options)?;
+        Ok(())
+    }
+
+    fn server_activate(&mut self, options: &Options) -> io::Result<()> {
+        self.socket().listen(backlog(options))?;
+        self.listener.set_nonblocking(true)
+    }
+
+    fn server_address(&self) -> SocketAddr {
+        self.address
+    }
+
+    fn fileno(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.listener.as_fd())
+    }
+
+    fn get_request(&self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+        match self.listener.accept() {
+            Ok(pair) => Ok(Some(pair)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn shutdown_request(&self, request: TcpStream) {
+        // Send FIN explicitly, as Python does: a forked child's copy of the descriptor must not
+        // keep the client waiting. Errors (the peer is gone) change nothing.
+        let _ = request.shutdown(Shutdown::Write);
+    }
+
+    fn server_close(&self) {
+        // Stops accepting now, even while handler threads still hold the transport; the
+        // descriptor itself is closed when the last of them drops it.
+        let _ = self.socket().shutdown(Shutdown::Both);
+    }
+}
+
+impl StreamTransport for Tcp {}
+
+impl Connection for TcpStream {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        TcpStream::set_nodelay(self, nodelay)
+    }
+}
+
+/// UDP (Python's `UDPServer` socket half): every datagram is a request; replies go out of
+/// the same socket.
+#[derive(Debug)]
+pub struct Udp {
+    socket: Arc<UdpSocket>,
+    address: SocketAddr,
+    buffer: Mutex<Vec<u8>>,
+}
+
+impl Udp {
+    /// The server socket, for socket options.
+    pub fn socket(&self) -> SockRef<'_> {
+        SockRef::from(&*self.socket)
+    }
+}
+
+impl Transport for Udp {
+    type Request = Datagram<UdpSocket>;
+    type Address = SocketAddr;
+    type ServerAddress = SocketAddr;
+    type BindAddress = SocketAddr;
+    type Kind = DatagramKind;
+
+    fn open(address: SocketAddr, options: &Options) -> io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+        Ok(Udp {
+            socket: Arc::new(socket.into()),
+            address,
+            buffer: Mutex::new(vec![0; options.max_packet_size.max(1)]),
+        })
+    }
+
+    fn server_bind(&mut self, options: &Options) -> io::Result<()> {
+        self.address = bind_inet(self.socket(), self.address, options)?;
+        Ok(())
+    }
+
+    fn server_activate(&mut self, options: &Options) -> io::Result<()> {
+        // Python's UDPServer.server_activate does nothing; the buffer follows the options.
+        self.buffer = Mutex::new(vec![0; options.max_packet_size.max(1)]);
+        Ok(())
+    }
+
+    fn server_address(&self) -> SocketAddr {
+        self.address
+    }
+
+    fn fileno(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.socket.as_fd())
+    }
+
+    fn get_request(&self) -> io::Result<Option<(Datagram<UdpSocket>, SocketAddr)>> {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        match sys::recv_from_truncating(self.socket(), &mut buffer) {
+            Ok((received, from)) => {
+                let from = from
+                    .as_socket()
+                    .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
+                let packet = buffer[..received.min(buffer.len())].to_vec();
+                Ok(Some((
+                    Datagram {
+                        packet,
+                        socket: Arc::clone(&self.socket),
+                        received,
+                    },
+                    from,
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl DatagramTransport for Udp {
+    type Socket = UdpSocket;
+    fn send_to(socket: &UdpSocket, buf: &[u8], address: &SocketAddr) -> io::Result<usize> {
+        socket.send_to(buf, address)
+    }
+}

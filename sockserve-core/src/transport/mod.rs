@@ -1,0 +1,159 @@
+//! Transports: where requests come from (Python's `TCPServer`, `UDPServer`,
+//! `UnixStreamServer`, `UnixDatagramServer`, and any source you write).
+//!
+//! A transport owns the listening socket (or any other request source) and implements
+//! Python's socket-level server methods: `server_bind`, `server_activate`, `get_request`,
+//! `shutdown_request`, `close_request`, `server_close`, `fileno`. Its [`Transport::Kind`]
+//! says which handler trait serves its requests:
+//!
+//! | kind | handler trait | built-in transports |
+//! |---|---|---|
+//! | [`StreamKind`] | [`StreamHandler`](crate::StreamHandler) | [`Tcp`], [`UnixStream`] |
+//! | [`DatagramKind`] | [`DatagramHandler`](crate::DatagramHandler) | [`Udp`], [`UnixDatagram`] |
+//! | [`BaseKind`] | [`RequestHandler`](crate::RequestHandler) | your own, e.g. rows of a SQL table |
+//!
+//! To override a socket-level hook (say `server_bind`), wrap a built-in transport in your
+//! own type, implement [`Transport`] by delegating, and change the one method.
+
+use std::fmt::{Debug, Display};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Options;
+
+mod inet;
+mod unix;
+
+pub use inet::{Tcp, Udp};
+pub use unix::{UnixAddr, UnixDatagram, UnixStream};
+
+/// Marker: the transport's requests are connections, served by a
+/// [`StreamHandler`](crate::StreamHandler).
+#[derive(Debug)]
+pub enum StreamKind {}
+/// Marker: the transport's requests are datagrams, served by a
+/// [`DatagramHandler`](crate::DatagramHandler).
+#[derive(Debug)]
+pub enum DatagramKind {}
+/// Marker: the transport's requests are handed as they are to a
+/// [`RequestHandler`](crate::RequestHandler) (Python's `BaseRequestHandler`).
+#[derive(Debug)]
+pub enum BaseKind {}
+
+/// A source of requests: the socket-level half of a Python server class.
+///
+/// Built-in: [`Tcp`], [`Udp`], [`UnixStream`], [`UnixDatagram`]. Implement it for any other
+/// source; the seed's example is a queue whose `get_request` returns the next pending row of a
+/// SQL table (`examples/sql_queue`).
+///
+/// `get_request` must not block: it returns `Ok(None)` when nothing is pending. The server
+/// waits for [`fileno`](Transport::fileno) to become readable; a transport without a
+/// descriptor is asked again every `poll_interval`.
+pub trait Transport: Sized + 'static {
+    /// One request: a connection, a datagram, a row...
+    type Request;
+    /// The client's address (Python's `client_address`).
+    type Address: Clone + Debug + Display + Send + 'static;
+    /// The server's own address, as bound (Python's `server_address`).
+    type ServerAddress: Clone + Debug + Display + Send + Sync + 'static;
+    /// What the server is asked to bind to.
+    type BindAddress;
+    /// Which handler trait serves this transport: [`StreamKind`], [`DatagramKind`] or
+    /// [`BaseKind`].
+    type Kind;
+
+    /// Creates the socket (Python's `__init__` up to `server_bind`), without binding it.
+    fn open(address: Self::BindAddress, options: &Options) -> io::Result<Self>;
+    /// Binds the socket (Python's `server_bind`); afterwards `server_address` is the real
+    /// address (the chosen port when port 0 was asked).
+    fn server_bind(&mut self, options: &Options) -> io::Result<()>;
+    /// Starts listening (Python's `server_activate`).
+    fn server_activate(&mut self, options: &Options) -> io::Result<()>;
+    /// The address the server is bound to.
+    fn server_address(&self) -> Self::ServerAddress;
+    /// The descriptor to wait on for requests (Python's `fileno`); `None` for sources that
+    /// have none.
+    fn fileno(&self) -> Option<BorrowedFd<'_>>;
+    /// Takes the next pending request, without blocking (Python's `get_request`).
+    fn get_request(&self) -> io::Result<Option<(Self::Request, Self::Address)>>;
+    /// Ends a request after it was handled (Python's `shutdown_request`); by default
+    /// [`close_request`](Transport::close_request).
+    fn shutdown_request(&self, request: Self::Request) {
+        self.close_request(request)
+    }
+    /// Releases a request (Python's `close_request`); by default drops it.
+    fn close_request(&self, request: Self::Request) {
+        drop(request)
+    }
+    /// Stops taking requests and releases what the transport holds outside the process,
+    /// such as a Unix socket file (Python's `server_close`). Called once, by
+    /// [`Server::server_close`](crate::Server::server_close).
+    fn server_close(&self) {}
+}
+
+/// A connection a [`StreamHandler`](crate::StreamHandler) reads and writes.
+pub trait Connection: Send + 'static {
+    /// Reads into `buf` (as `Read::read`).
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes from `buf` (as `Write::write`).
+    fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Sets the read and write timeouts (Python's `StreamRequestHandler.timeout`).
+    fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Sets `TCP_NODELAY` where that means something; a no-op by default.
+    fn set_nodelay(&self, _nodelay: bool) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A transport whose requests are [`Connection`]s.
+pub trait StreamTransport: Transport<Kind = StreamKind, Request: Connection> {}
+
+/// A transport whose requests are [`Datagram`]s.
+pub trait DatagramTransport: Transport<Kind = DatagramKind, Request = Datagram<Self::Socket>> {
+    /// The server socket, shared with every request to send replies.
+    type Socket: Send + Sync + 'static;
+    /// Sends `buf` to `address` from `socket`.
+    fn send_to(socket: &Self::Socket, buf: &[u8], address: &Self::Address) -> io::Result<usize>;
+}
+
+/// One received datagram (Python's `(data, socket)` request of datagram servers).
+#[derive(Debug)]
+pub struct Datagram<S> {
+    /// The bytes received, at most `max_packet_size` of them.
+    pub packet: Vec<u8>,
+    /// The server socket, for replies.
+    pub socket: Arc<S>,
+    /// The datagram's real length: larger than `packet.len()` when it was truncated.
+    pub received: usize,
+}
+
+impl<S> Datagram<S> {
+    /// Whether the datagram was larger than `max_packet_size` and so was cut.
+    pub fn is_truncated(&self) -> bool {
+        self.received > self.packet.len()
+    }
+}
+
+/// Turns what a user passes to `bind` into a transport's [`Transport::BindAddress`].
+///
+/// Implemented for everything [`ToSocketAddrs`] (`"127.0.0.1:0"`, `("::1", 8080)`, a
+/// `SocketAddr`...) for [`Tcp`] and [`Udp`], and for paths and [`UnixAddr`] for the Unix
+/// transports.
+pub trait ToAddress<A> {
+    /// Resolves the address.
+    fn to_address(self) -> io::Result<A>;
+}
+
+impl<S: ToSocketAddrs> ToAddress<SocketAddr> for S {
+    fn to_address(self) -> io::Result<SocketAddr> {
+        self.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address resolved to no socket address",
+            )
+        })
+    }
+}

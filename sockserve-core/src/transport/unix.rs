@@ -1,0 +1,407 @@
+//! Unix domain sockets: filesystem paths and Linux abstract names.
+//!
+//! # Socket files
+//! A server bound to a path creates a socket file there. sockserve's policy:
+//! - before bind, if the path is a socket file that nobody is listening on (a connection to
+//!   it is refused: its server died without removing it), it is removed when
+//!   [`Options::remove_stale_socket`] is set (the default). A socket another server is
+//!   listening on is never removed (bind fails with `AddrInUse`), nor is a file that is not a
+//!   socket (bind fails with `AlreadyExists`);
+//! - after bind, the file gets [`Options::socket_mode`] if set;
+//! - `server_close` removes the file it created, and only that file: if the path was replaced
+//!   since, it is left alone.
+//!
+//! Abstract names (`UnixAddr::Abstract`, written `@name`) have no file and need none of this.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{self, UnixListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use super::{
+    Connection, Datagram, DatagramKind, DatagramTransport, StreamKind, StreamTransport, ToAddress, Transport,
+};
+use crate::{sys, Options};
+
+/// The address of a Unix domain socket (Python's `str` or `bytes` addresses of `AF_UNIX`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    /// A filesystem path.
+    Path(PathBuf),
+    /// A Linux abstract name (no file), without its leading NUL byte.
+    Abstract(Vec<u8>),
+    /// A socket that is not bound to any name (most clients).
+    Unnamed,
+}
+
+impl UnixAddr {
+    /// An abstract-namespace address.
+    pub fn abstract_name(name: impl Into<Vec<u8>>) -> Self {
+        UnixAddr::Abstract(name.into())
+    }
+
+    /// The filesystem path, if this is one.
+    pub fn as_pathname(&self) -> Option<&Path> {
+        match self {
+            UnixAddr::Path(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn to_sockaddr(&self) -> io::Result<SockAddr> {
+        match self {
+            UnixAddr::Path(p) => SockAddr::unix(p),
+            UnixAddr::Abstract(name) => {
+                let mut bytes = Vec::with_capacity(name.len() + 1);
+                bytes.push(0);
+                bytes.extend_from_slice(name);
+                SockAddr::unix(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                    &bytes,
+                ))
+            }
+            UnixAddr::Unnamed => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an unnamed Unix socket has no address to send to or bind",
+            )),
+        }
+    }
+
+    fn from_sockaddr(addr: &SockAddr) -> Self {
+        if let Some(path) = addr.as_pathname() {
+            UnixAddr::Path(path.to_path_buf())
+        } else if let Some(name) = addr.as_abstract_namespace() {
+            UnixAddr::Abstract(name.to_vec())
+        } else {
+            UnixAddr::Unnamed
+        }
+    }
+
+    fn from_std(addr: &net::SocketAddr) -> Self {
+        if let Some(path) = addr.as_pathname() {
+            UnixAddr::Path(path.to_path_buf())
+        } else if let Some(name) = addr.as_abstract_name() {
+            UnixAddr::Abstract(name.to_vec())
+        } else {
+            UnixAddr::Unnamed
+        }
+    }
+}
+
+/// Paths print as they are, abstract names as `@name` (bytes outside printable ASCII
+/// escaped), unnamed sockets as `(unnamed)`.
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(p) => write!(f, "{}", p.display()),
+            UnixAddr::Abstract(name) => write!(f, "@{}", name.escape_ascii()),
+            UnixAddr::Unnamed => f.write_str("(unnamed)"),
+        }
+    }
+}
+
+macro_rules! unix_addr_from_path {
+    ($($ty:ty),*) => {$(
+        impl ToAddress<UnixAddr> for $ty {
+            fn to_address(self) -> io::Result<UnixAddr> {
+                Ok(UnixAddr::Path(AsRef::<Path>::as_ref(&self).to_path_buf()))
+            }
+        }
+    )*};
+}
+unix_addr_from_path!(&str, String, &String, &Path, PathBuf, &PathBuf);
+
+impl ToAddress<UnixAddr> for UnixAddr {
+    fn to_address(self) -> io::Result<UnixAddr> {
+        Ok(self)
+    }
+}
+
+impl ToAddress<UnixAddr> for &UnixAddr {
+    fn to_address(self) -> io::Result<UnixAddr> {
+        Ok(self.clone())
+    }
+}
+
+/// The socket file a server created, removed again by `server_close` if it is still the same
+/// file (same device and inode).
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn remove(self) {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                if let Err(e) = fs::remove_file(&self.path) {
+                    log::warn!("cannot remove socket file {}: {e}", self.path.display());
+                }
+            }
+            _ => log::debug!(
+                "socket file {} was replaced or removed; leaving it alone",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+/// Applies the stale-socket policy to `path` before binding a socket of type `ty` there.
+fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to remove it",
+                path.display()
+            ),
+        ));
+    }
+    let probe = Socket::new(Domain::UNIX, ty, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            log::info!("removing stale socket file {}", path.display());
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
+        // Connected, or a full backlog (EAGAIN), or a live socket of another type (EPROTOTYPE):
+        // somebody is there.
+        _ => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another server is listening on {}", path.display()),
+        )),
+    }
+}
+
+fn bind_unix(
+    socket: SockRef<'_>,
+    address: &UnixAddr,
+    ty: Type,
+    options: &Options,
+) -> io::Result<Option<SocketFile>> {
+    let Some(path) = address.as_pathname() else {
+        socket.bind(&address.to_sockaddr()?)?;
+        return Ok(None);
+    };
+    if options.remove_stale_socket {
+        clear_stale_socket(path, ty)?;
+    }
+    socket.bind(&address.to_sockaddr()?)?;
+    let meta = fs::symlink_metadata(path)?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    if let Some(mode) = options.socket_mode {
+        if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+            file.remove();
+            return Err(e);
+        }
+    }
+    Ok(Some(file))
+}
+
+/// Shared state of both Unix transports.
+#[derive(Debug)]
+struct Bound {
+    address: UnixAddr,
+    file: Mutex<Option<SocketFile>>,
+}
+
+impl Bound {
+    fn new(address: UnixAddr) -> Self {
+        Bound {
+            address,
+            file: Mutex::new(None),
+        }
+    }
+    fn bind(&mut self, socket: SockRef<'_>, ty: Type, options: &Options) -> io::Result<()> {
+        let file = bind_unix(socket, &self.address, ty, options)?;
+        *self.file.get_mut().unwrap_or_else(|e| e.into_inner()) = file;
+        Ok(())
+    }
+    fn close(&self) {
+        if let Some(file) = self.file.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            file.remove();
+        }
+    }
+}
+
+/// Unix stream sockets (Python's `UnixStreamServer` socket half): requests are
+/// [`std::os::unix::net::UnixStream`]s.
+#[derive(Debug)]
+pub struct UnixStream {
+    listener: UnixListener,
+    bound: Bound,
+}
+
+impl UnixStream {
+    /// The listening socket, for socket options.
+    pub fn socket(&self) -> SockRef<'_> {
+        SockRef::from(&self.listener)
+    }
+}
+
+impl Transport for UnixStream {
+    type Request = net::UnixStream;
+    type Address = UnixAddr;
+    type ServerAddress = UnixAddr;
+    type BindAddress = UnixAddr;
+    type Kind = StreamKind;
+
+    fn open(address: UnixAddr, _options: &Options) -> io::Result<Self> {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        Ok(UnixStream {
+            listener: UnixListener::from(std::os::fd::OwnedFd::from(socket)),
+            bound: Bound::new(address),
+        })
+    }
+
+    fn server_bind(&mut self, options: &Options) -> io::Result<()> {
+        let socket = SockRef::from(&self.listener);
+        self.bound.bind(socket, Type::STREAM, options)
+    }
+
+    fn server_activate(&mut self, options: &Options) -> io::Result<()> {
+        self.socket()
+            .listen(i32::try_from(options.request_queue_size).unwrap_or(i32::MAX))?;
+        self.listener.set_nonblocking(true)
+    }
+
+    fn server_address(&self) -> UnixAddr {
+        self.bound.address.clone()
+    }
+
+    fn fileno(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.listener.as_fd())
+    }
+
+    fn get_request(&self) -> io::Result<Option<(net::UnixStream, UnixAddr)>> {
+        match self.listener.accept() {
+            Ok((stream, addr)) => Ok(Some((stream, UnixAddr::from_std(&addr)))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn shutdown_request(&self, request: net::UnixStream) {
+        let _ = request.shutdown(std::net::Shutdown::Write);
+    }
+
+    fn server_close(&self) {
+        let _ = self.socket().shutdown(std::net::Shutdown::Both);
+        self.bound.close();
+    }
+}
+
+impl StreamTransport for UnixStream {}
+
+impl Connection for net::UnixStream {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+}
+
+/// Unix datagram sockets (Python's `UnixDatagramServer` socket half). Replies reach only
+/// clients whose socket is bound to a name.
+#[derive(Debug)]
+pub struct UnixDatagram {
+    socket: Arc<net::UnixDatagram>,
+    bound: Bound,
+    buffer: Mutex<Vec<u8>>,
+}
+
+impl UnixDatagram {
+    /// The server socket, for socket options.
+    pub fn socket(&self) -> SockRef<'_> {
+        SockRef::from(&*self.socket)
+    }
+}
+
+impl Transport for UnixDatagram {
+    type Request = Datagram<net::UnixDatagram>;
+    type Address = UnixAddr;
+    type ServerAddress = UnixAddr;
+    type BindAddress = UnixAddr;
+    type Kind = DatagramKind;
+
+    fn open(address: UnixAddr, options: &Options) -> io::Result<Self> {
+        let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+        Ok(UnixDatagram {
+            socket: Arc::new(net::UnixDatagram::from(std::os::fd::OwnedFd::from(socket))),
+            bound: Bound::new(address),
+            buffer: Mutex::new(vec![0; options.max_packet_size.max(1)]),
+        })
+    }
+
+    fn server_bind(&mut self, options: &Options) -> io::Result<()> {
+        let socket = SockRef::from(&*self.socket);
+        self.bound.bind(socket, Type::DGRAM, options)
+    }
+
+    fn server_activate(&mut self, options: &Options) -> io::Result<()> {
+        self.buffer = Mutex::new(vec![0; options.max_packet_size.max(1)]);
+        Ok(())
+    }
+
+    fn server_address(&self) -> UnixAddr {
+        self.bound.address.clone()
+    }
+
+    fn fileno(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.socket.as_fd())
+    }
+
+    fn get_request(&self) -> io::Result<Option<(Datagram<net::UnixDatagram>, UnixAddr)>> {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        match sys::recv_from_truncating(self.socket(), &mut buffer) {
+            Ok((received, from)) => {
+                let packet = buffer[..received.min(buffer.len())].to_vec();
+                let datagram = Datagram {
+                    packet,
+                    socket: Arc::clone(&self.socket),
+                    received,
+                };
+                Ok(Some((datagram, UnixAddr::from_sockaddr(&from))))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn server_close(&self) {
+        self.bound.close();
+    }
+}
+
+impl DatagramTransport for UnixDatagram {
+    type Socket = net::UnixDatagram;
+    fn send_to(socket: &net::UnixDatagram, buf: &[u8], address: &UnixAddr) -> io::Result<usize> {
+        SockRef::from(socket).send_to(buf, &address.to_sockaddr()?)
+    }
+}
