@@ -1,1 +1,701 @@
-fn main() {}
+//! Echo benchmark: sockserve against tokio, CPython's socketserver and the
+//! simplest std-only loops, each server a separate child process driven by
+//! the same event-driven load generator over 127.0.0.1.
+//!
+//! ```sh
+//! cargo bench --bench echo              # full run (about 6 minutes)
+//! cargo bench --bench echo -- --quick   # quick check (under a minute)
+//! cargo bench --bench echo -- --help    # options (servers, workloads, repeats)
+//! ```
+//!
+//! Without `--bench` in its arguments (as under `cargo test --benches`) the
+//! binary only prints how to run it, so tests never generate load.
+
+#[path = "echo/loadgen.rs"]
+mod loadgen;
+#[path = "echo/servers.rs"]
+mod servers;
+#[path = "echo/sockserve_servers.rs"]
+mod sockserve_servers;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, Instant};
+
+use loadgen::Bounds;
+use servers::{Kind, ServerProc, ServerSpec};
+
+const MSG: usize = 64;
+const PING_CONNS: usize = 64;
+const CHURN_CLIENTS: usize = 16;
+const UDP_SOCKETS: usize = 4;
+const UDP_WINDOW: usize = 8;
+const UDP_LOSS_TIMEOUT: Duration = Duration::from_millis(100);
+const IDLE_HANDSHAKES: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+enum Workload {
+    PingPong = 1,
+    Churn = 2,
+    Udp = 3,
+    Idle = 4,
+}
+
+impl Workload {
+    fn all() -> [Workload; 4] {
+        [Workload::PingPong, Workload::Churn, Workload::Udp, Workload::Idle]
+    }
+    fn applies(self, s: &ServerSpec) -> bool {
+        match self {
+            Workload::PingPong | Workload::Idle => s.kind == Kind::TcpConcurrent,
+            Workload::Churn => s.kind != Kind::Udp,
+            Workload::Udp => s.kind == Kind::Udp,
+        }
+    }
+    fn is_tcp(self) -> bool {
+        self != Workload::Udp
+    }
+}
+
+struct Config {
+    quick: bool,
+    repeat: usize,
+    servers: Vec<&'static ServerSpec>,
+    workloads: Vec<Workload>,
+    ping: Bounds,
+    churn: Bounds,
+    udp: Bounds,
+    idle_conns: usize,
+    /// Idle connections for CPython's ForkingTCPServer (one CPython process each).
+    idle_conns_py_forking: usize,
+}
+
+impl Config {
+    fn new(quick: bool) -> Config {
+        let stall = Duration::from_secs(5);
+        let b = |warmup_ms, secs_ms, max_ops| Bounds {
+            warmup: Duration::from_millis(warmup_ms),
+            duration: Duration::from_millis(secs_ms),
+            max_ops,
+            stall,
+        };
+        if quick {
+            Config {
+                quick,
+                repeat: 1,
+                servers: Vec::new(),
+                workloads: Workload::all().to_vec(),
+                ping: b(300, 1500, 2_000_000),
+                churn: b(200, 1200, 12_000),
+                udp: b(200, 1500, 2_000_000),
+                idle_conns: 2_000,
+                idle_conns_py_forking: 200,
+            }
+        } else {
+            Config {
+                quick,
+                repeat: 3,
+                servers: Vec::new(),
+                workloads: Workload::all().to_vec(),
+                ping: b(1000, 5000, 10_000_000),
+                churn: b(500, 3000, 40_000),
+                udp: b(500, 5000, 10_000_000),
+                idle_conns: 10_000,
+                idle_conns_py_forking: 1_000,
+            }
+        }
+    }
+    fn bounds(&self, w: Workload) -> Bounds {
+        match w {
+            Workload::PingPong => self.ping,
+            Workload::Churn => self.churn,
+            Workload::Udp => self.udp,
+            Workload::Idle => unreachable!(),
+        }
+    }
+    fn idle_conns_for(&self, s: &ServerSpec) -> usize {
+        if s.python.is_some() && s.forking {
+            self.idle_conns_py_forking
+        } else {
+            self.idle_conns
+        }
+    }
+}
+
+/// One measured run of a throughput workload.
+#[derive(Clone, Debug)]
+struct Sample {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Server CPU per operation, µs.
+    srv_cpu_us: f64,
+    /// Server CPU, fraction of one core.
+    srv_util: f64,
+    /// Load generator CPU, fraction of one core.
+    lg_util: f64,
+    errors: u64,
+    lost: u64,
+}
+
+#[derive(Clone, Debug)]
+struct IdleSample {
+    conns: usize,
+    base: servers::Memory,
+    loaded: servers::Memory,
+    setup: Duration,
+}
+
+impl IdleSample {
+    fn per_conn(&self, f: impl Fn(&servers::Memory) -> u64) -> f64 {
+        (f(&self.loaded) as f64 - f(&self.base) as f64) / self.conns as f64
+    }
+}
+
+#[derive(Default)]
+struct Results {
+    runs: HashMap<(Workload, &'static str), Vec<Result<Sample, String>>>,
+    idle: HashMap<&'static str, Result<IdleSample, String>>,
+}
+
+impl Results {
+    /// The run with the median rate (its latencies and CPU figures go with it)
+    /// and the spread (max - min) / median over the repeats.
+    fn median(&self, w: Workload, name: &str) -> Option<Result<(Sample, f64), String>> {
+        let runs = self.runs.get(&(w, name))?;
+        let mut ok: Vec<&Sample> = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if ok.is_empty() {
+            let err = runs.iter().find_map(|r| r.as_ref().err()).cloned();
+            return Some(Err(err.unwrap_or_default()));
+        }
+        ok.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let med = ok[ok.len() / 2].clone();
+        let spread = (ok[ok.len() - 1].rate - ok[0].rate) / med.rate;
+        Some(Ok((med, spread)))
+    }
+    fn rate(&self, w: Workload, name: &str) -> Option<f64> {
+        match self.median(w, name)? {
+            Ok((s, _)) => Some(s.rate),
+            Err(_) => None,
+        }
+    }
+}
+
+fn run_throughput(cfg: &Config, w: Workload, spec: &'static ServerSpec) -> io::Result<Sample> {
+    let srv = ServerProc::start(spec)?;
+    let bounds = cfg.bounds(w);
+    let mut cpu: Vec<(Instant, f64)> = Vec::with_capacity(2);
+    let mut probe = || cpu.push((Instant::now(), servers::server_cpu(&srv)));
+    let r = match w {
+        Workload::PingPong => loadgen::ping_pong(srv.addr, PING_CONNS, MSG, bounds, &mut probe),
+        Workload::Churn => loadgen::churn(srv.addr, CHURN_CLIENTS, MSG, bounds, &mut probe),
+        Workload::Udp => loadgen::udp_echo(
+            srv.addr,
+            UDP_SOCKETS,
+            UDP_WINDOW,
+            MSG,
+            UDP_LOSS_TIMEOUT,
+            bounds,
+            &mut probe,
+        ),
+        Workload::Idle => unreachable!(),
+    }?;
+    drop(srv);
+    let srv_cpu = cpu[1].1 - cpu[0].1;
+    let wall = (cpu[1].0 - cpu[0].0).as_secs_f64();
+    let (p50_us, p99_us) = r.latencies.clone().percentiles();
+    Ok(Sample {
+        rate: r.rate(),
+        p50_us,
+        p99_us,
+        srv_cpu_us: srv_cpu * 1e6 / r.ops.max(1) as f64,
+        srv_util: srv_cpu / wall,
+        lg_util: r.loadgen_util(),
+        errors: r.errors,
+        lost: r.lost,
+    })
+}
+
+fn run_idle(cfg: &Config, spec: &'static ServerSpec) -> io::Result<IdleSample> {
+    let srv = ServerProc::start(spec)?;
+    let n = cfg.idle_conns_for(spec);
+    // Warm up lazily initialised state (runtime, allocator) before the baseline.
+    let warm = loadgen::open_idle(srv.addr, 4, 4, MSG, Duration::from_secs(20))?;
+    loadgen::close_idle(warm);
+    std::thread::sleep(Duration::from_millis(600));
+    let base = servers::memory(&srv);
+    let t0 = Instant::now();
+    let conns = loadgen::open_idle(
+        srv.addr,
+        n,
+        IDLE_HANDSHAKES,
+        MSG,
+        Duration::from_secs(if cfg.quick { 30 } else { 120 }),
+    )?;
+    let setup = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded = servers::memory(&srv);
+    loadgen::close_idle(conns);
+    drop(srv);
+    Ok(IdleSample {
+        conns: n,
+        base,
+        loaded,
+        setup,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Output.
+
+fn fmt_rate(v: f64) -> String {
+    let v = v.round() as u64;
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_kib(bytes: f64) -> String {
+    format!("{:.1}", bytes / 1024.0)
+}
+
+fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = read("/proc/sys/kernel/osrelease");
+    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn spread(s: f64, repeat: usize) -> String {
+    if repeat > 1 {
+        format!("{:>5.0}%", s * 100.0)
+    } else {
+        format!("{:>6}", "-")
+    }
+}
+
+fn throughput_table(out: &mut String, cfg: &Config, res: &Results, w: Workload) {
+    let (title, unit) = match w {
+        Workload::PingPong => (
+            format!("Workload 1: persistent ping-pong, {PING_CONNS} connections, {MSG}-byte messages"),
+            "req/s",
+        ),
+        Workload::Churn => (
+            format!("Workload 2: connection churn, {CHURN_CLIENTS} concurrent clients (connect, send {MSG} B, receive, close)"),
+            "conn/s",
+        ),
+        Workload::Udp => (
+            format!(
+                "Workload 3: UDP echo, {UDP_SOCKETS} sockets x {UDP_WINDOW} outstanding {MSG}-byte datagrams, loss timeout {} ms",
+                UDP_LOSS_TIMEOUT.as_millis()
+            ),
+            "dgram/s",
+        ),
+        Workload::Idle => unreachable!(),
+    };
+    let _ = writeln!(out, "\n{title}");
+    let _ = writeln!(
+        out,
+        "{:<14} {:>12} {:>7} {:>9} {:>9} {:>11} {:>8} {:>7} {:>7}",
+        "server", unit, "spread", "p50 us", "p99 us", "srv us/op", "srv CPU", "lg CPU", "lost"
+    );
+    for s in &cfg.servers {
+        match res.median(w, s.name) {
+            None if !w.applies(s) && w.is_tcp() == (s.kind != Kind::Udp) => {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:>12}   (serves one connection at a time: 64 persistent connections do not apply)",
+                    s.name, "n/a"
+                );
+            }
+            None => {}
+            Some(Err(e)) => {
+                let _ = writeln!(out, "{:<14} {:>12}   {e}", s.name, "error");
+            }
+            Some(Ok((m, sp))) => {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:>12} {:>7} {:>9.1} {:>9.1} {:>11.2} {:>7.0}% {:>6.0}% {:>7}",
+                    s.name,
+                    fmt_rate(m.rate),
+                    spread(sp, cfg.repeat),
+                    m.p50_us,
+                    m.p99_us,
+                    m.srv_cpu_us,
+                    m.srv_util * 100.0,
+                    m.lg_util * 100.0,
+                    m.lost + m.errors
+                );
+            }
+        }
+    }
+}
+
+fn idle_table(out: &mut String, cfg: &Config, res: &Results) {
+    let _ = writeln!(
+        out,
+        "\nWorkload 4: idle memory, connections held open after one {MSG}-byte echo each (KiB per connection = (after - before) / connections)"
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:>7} {:>11} {:>11} {:>11} {:>11} {:>7} {:>8} {:>8}",
+        "server", "conns", "RSS before", "RSS after", "RSS/conn", "PSS/conn", "procs", "threads", "setup s"
+    );
+    for s in &cfg.servers {
+        if s.kind == Kind::Udp {
+            continue;
+        }
+        match res.idle.get(s.name) {
+            None if s.kind == Kind::TcpSync => {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:>7}   (serves one connection at a time: cannot hold idle connections)",
+                    s.name, "n/a"
+                );
+            }
+            None => {}
+            Some(Err(e)) => {
+                let _ = writeln!(out, "{:<14} {:>7}   {e}", s.name, "error");
+            }
+            Some(Ok(m)) => {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:>7} {:>9}Ki {:>9}Ki {:>11} {:>11} {:>7} {:>8} {:>8.1}",
+                    s.name,
+                    m.conns,
+                    m.base.rss / 1024,
+                    m.loaded.rss / 1024,
+                    fmt_kib(m.per_conn(|x| x.rss)),
+                    fmt_kib(m.per_conn(|x| x.pss)),
+                    m.loaded.processes,
+                    m.loaded.threads,
+                    m.setup.as_secs_f64()
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "RSS = VmRSS from /proc/PID/status; for forking servers the sum over every process of the \
+         server's process group (parent + one child per connection), which counts pages shared \
+         copy-on-write once per process; PSS = Pss from /proc/PID/smaps_rollup summed the same \
+         way (shared pages divided among sharers). Kernel memory (socket buffers, thread stacks \
+         in the kernel, page tables) is in neither."
+    );
+}
+
+struct Target {
+    label: &'static str,
+    workload: Workload,
+    ours: &'static str,
+    peer: &'static str,
+    min: f64,
+}
+
+const TARGETS: &[Target] = &[
+    Target {
+        label: "W1 ping-pong: ss-threading vs tokio",
+        workload: Workload::PingPong,
+        ours: "ss-threading",
+        peer: "tokio",
+        min: 1.0,
+    },
+    Target {
+        label: "W1 ping-pong: ss-threading vs raw-threaded",
+        workload: Workload::PingPong,
+        ours: "ss-threading",
+        peer: "raw-threaded",
+        min: 0.95,
+    },
+    Target {
+        label: "W1 ping-pong: ss-threading vs py-threading",
+        workload: Workload::PingPong,
+        ours: "ss-threading",
+        peer: "py-threading",
+        min: 4.0,
+    },
+    Target {
+        label: "W2 churn: ss-threading vs tokio",
+        workload: Workload::Churn,
+        ours: "ss-threading",
+        peer: "tokio",
+        min: 0.75,
+    },
+    Target {
+        label: "W2 churn: ss-forking vs py-forking",
+        workload: Workload::Churn,
+        ours: "ss-forking",
+        peer: "py-forking",
+        min: 4.0,
+    },
+    Target {
+        label: "W3 UDP: ss-udp vs raw-udp",
+        workload: Workload::Udp,
+        ours: "ss-udp",
+        peer: "raw-udp",
+        min: 0.95,
+    },
+];
+
+fn ratios(out: &mut String, res: &Results) {
+    let _ = writeln!(out, "\nRatios (medians of this run)");
+    for t in TARGETS {
+        match (res.rate(t.workload, t.ours), res.rate(t.workload, t.peer)) {
+            (Some(a), Some(b)) => {
+                let r = a / b;
+                let verdict = if r >= t.min { "PASS" } else { "MISS" };
+                let _ = writeln!(
+                    out,
+                    "{:<46} {:>6.2}x  (target >= {:.2}x)  {verdict}",
+                    t.label, r, t.min
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "{:<46} {:>7}  (target >= {:.2}x)  not measured",
+                    t.label, "-", t.min
+                );
+            }
+        }
+    }
+    // Other ratios worth seeing, no target.
+    let extra: &[(&str, Workload, &str, &str)] = &[
+        (
+            "W2 churn: ss-sync vs raw-sync",
+            Workload::Churn,
+            "ss-sync",
+            "raw-sync",
+        ),
+        (
+            "W2 churn: ss-sync vs py-sync",
+            Workload::Churn,
+            "ss-sync",
+            "py-sync",
+        ),
+        (
+            "W2 churn: ss-threading vs raw-threaded",
+            Workload::Churn,
+            "ss-threading",
+            "raw-threaded",
+        ),
+        (
+            "W1 ping-pong: ss-forking vs py-forking",
+            Workload::PingPong,
+            "ss-forking",
+            "py-forking",
+        ),
+        ("W3 UDP: ss-udp vs py-udp", Workload::Udp, "ss-udp", "py-udp"),
+    ];
+    for (label, w, a, b) in extra {
+        if let (Some(x), Some(y)) = (res.rate(*w, a), res.rate(*w, b)) {
+            let _ = writeln!(out, "{label:<46} {:>6.2}x  (no target)", x / y);
+        }
+    }
+}
+
+/// The load generator's ceiling, estimated from its own CPU use against the
+/// raw loop: rate / (fraction of a core the generator used).
+fn ceiling(out: &mut String, res: &Results) {
+    let _ = writeln!(out, "\nLoad generator ceiling (single thread; estimated as rate / generator CPU fraction, against the raw loop)");
+    for (w, name) in [
+        (Workload::PingPong, "raw-threaded"),
+        (Workload::Churn, "raw-threaded"),
+        (Workload::Udp, "raw-udp"),
+    ] {
+        if let Some(Ok((m, _))) = res.median(w, name) {
+            let _ = writeln!(
+                out,
+                "W{} vs {name:<13}: {} ops/s using {:.0}% of a core -> ceiling ~{} ops/s ({:.1}x the raw loop)",
+                w as u8,
+                fmt_rate(m.rate),
+                m.lg_util * 100.0,
+                fmt_rate(m.rate / m.lg_util.max(1e-9)),
+                1.0 / m.lg_util.max(1e-9)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+const USAGE: &str = "\
+echo benchmark harness
+
+  cargo bench --bench echo [-- OPTIONS]
+
+OPTIONS
+  --quick                 short runs (under a minute in all), one repeat
+  --repeat N              repeats per measurement, interleaved across servers (default 3, quick 1)
+  --servers a,b,...       only these servers (default: all); names:
+                          tokio raw-threaded raw-sync raw-udp py-threading py-forking py-sync
+                          py-udp ss-sync ss-threading ss-forking ss-udp
+  --workloads 1,2,3,4     only these workloads (1 ping-pong, 2 churn, 3 UDP, 4 idle memory)
+  --idle-conns N          idle connections for workload 4 (default 10000, quick 2000)
+
+Server mode (used by the harness itself):
+  --serve NAME --bind 127.0.0.1:0 [--max-children N]
+";
+
+fn parse_list(v: Option<String>) -> Vec<String> {
+    v.map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let has = |k: &str| args.iter().any(|a| a == k);
+
+    if let Some(name) = get("--serve") {
+        let a = servers::ServeArgs {
+            name,
+            bind: get("--bind").unwrap_or_else(|| "127.0.0.1:0".into()),
+            max_children: get("--max-children")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(servers::MAX_CHILDREN),
+        };
+        if let Err(e) = servers::serve(&a) {
+            eprintln!("server {}: {e}", a.name);
+            std::process::exit(1);
+        }
+        return;
+    }
+    if has("--help") || has("-h") {
+        print!("{USAGE}");
+        return;
+    }
+    if !has("--bench") {
+        // `cargo test --benches` runs bench targets without `--bench`.
+        println!("echo bench: not run without --bench (use `cargo bench --bench echo`)");
+        return;
+    }
+
+    let mut cfg = Config::new(has("--quick"));
+    if let Some(r) = get("--repeat").and_then(|v| v.parse().ok()) {
+        cfg.repeat = r;
+    }
+    if let Some(n) = get("--idle-conns").and_then(|v| v.parse().ok()) {
+        cfg.idle_conns = n;
+    }
+    let wanted = parse_list(get("--servers"));
+    cfg.servers = servers::ALL
+        .iter()
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| w == s.name))
+        .filter(|s| sockserve_servers::AVAILABLE || !s.name.starts_with("ss-"))
+        .collect();
+    let ws = parse_list(get("--workloads"));
+    if !ws.is_empty() {
+        cfg.workloads = Workload::all()
+            .into_iter()
+            .filter(|w| ws.iter().any(|x| x == &(*w as u8).to_string()))
+            .collect();
+    }
+    let nofile = servers::raise_nofile();
+
+    let started = Instant::now();
+    let mut header = String::new();
+    let _ = writeln!(
+        header,
+        "sockserve echo benchmark ({} mode, {} repeat(s), medians shown)",
+        if cfg.quick { "quick" } else { "full" },
+        cfg.repeat
+    );
+    let _ = writeln!(header, "machine: {}", machine());
+    let _ = writeln!(
+        header,
+        "load average at start: {}; RLIMIT_NOFILE {nofile}",
+        loadavg()
+    );
+    if !sockserve_servers::AVAILABLE {
+        let _ = writeln!(
+            header,
+            "sockserve servers: not built (sockserve-core not available)"
+        );
+    }
+    print!("{header}");
+
+    let mut res = Results::default();
+    for &w in &cfg.workloads {
+        if w == Workload::Idle {
+            for s in cfg.servers.iter().copied().filter(|s| w.applies(s)) {
+                eprintln!("[{:>5.1}s] W4 {}", started.elapsed().as_secs_f64(), s.name);
+                let r = run_idle(&cfg, s).map_err(|e| e.to_string());
+                if let Err(e) = &r {
+                    eprintln!("  {}: {e}", s.name);
+                }
+                res.idle.insert(s.name, r);
+            }
+            continue;
+        }
+        for rep in 0..cfg.repeat {
+            for s in cfg.servers.iter().copied().filter(|s| w.applies(s)) {
+                eprintln!(
+                    "[{:>5.1}s] W{} {} (repeat {}/{})",
+                    started.elapsed().as_secs_f64(),
+                    w as u8,
+                    s.name,
+                    rep + 1,
+                    cfg.repeat
+                );
+                let r = run_throughput(&cfg, w, s).map_err(|e| e.to_string());
+                match &r {
+                    Ok(m) => eprintln!("  {:.0}/s", m.rate),
+                    Err(e) => eprintln!("  {}: {e}", s.name),
+                }
+                res.runs.entry((w, s.name)).or_default().push(r);
+            }
+        }
+    }
+
+    let mut out = String::new();
+    for &w in &cfg.workloads {
+        if w == Workload::Idle {
+            idle_table(&mut out, &cfg, &res);
+        } else {
+            throughput_table(&mut out, &cfg, &res, w);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nColumns: spread = (max - min) / median over the repeats; srv us/op = server CPU time \
+         (utime+stime of the server's processes, /proc/PID/stat) per operation; srv CPU / lg CPU = \
+         server / load generator CPU as a share of one core; lost = UDP datagrams unanswered \
+         within the loss timeout, or failed TCP connections."
+    );
+    ratios(&mut out, &res);
+    ceiling(&mut out, &res);
+    let _ = writeln!(
+        out,
+        "\ntotal {:.1}s; load average at end: {}",
+        started.elapsed().as_secs_f64(),
+        loadavg()
+    );
+    print!("{out}");
+}
