@@ -1,0 +1,485 @@
+//! Generates the server type alias, the `Declared` impl and the handler-kind
+//! check from a validated [`Server`].
+//!
+//! Only names from `sockserve-core` and `core` are emitted, always as absolute
+//! paths, so user code that shadows `std`, `Result`, `Option` or `io` still
+//! compiles. No runtime logic lives here.
+
+use crate::ast::{ConstValue, Input, OptionValue, Server};
+use crate::table::ValueKind;
+use crate::valid;
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{parse_quote, GenericParam, Generics};
+
+/// The whole macro: parse, validate, generate. On error the item is emitted
+/// unchanged next to the errors, so that the struct still exists and the only
+/// errors the user sees are ours.
+pub(crate) fn server(args: TokenStream, item: TokenStream) -> TokenStream {
+    match Input::parse(args, item.clone()).and_then(|input| {
+        let server = valid::validate(&input)?;
+        Ok(generate(&server))
+    }) {
+        Ok(tokens) => tokens,
+        Err(errors) => {
+            let errors = errors.to_compile_error();
+            quote!(#item #errors)
+        }
+    }
+}
+
+/// The struct as written, the alias, the `Declared` impl and the checks.
+pub(crate) fn generate(server: &Server) -> TokenStream {
+    let item = server.item;
+    let alias = alias(server);
+    let declared = declared(server);
+    let checks = checks(server);
+    quote! {
+        #item
+        #alias
+        #declared
+        #checks
+    }
+}
+
+/// `::sockserve::transport::Tcp`.
+fn transport_path(server: &Server) -> TokenStream {
+    let ty = Ident::new(server.transport.def.ty, Span::call_site());
+    quote!(::sockserve::transport::#ty)
+}
+
+/// `::sockserve::concurrency::Threading`.
+fn concurrency_path(server: &Server) -> TokenStream {
+    let ty = Ident::new(server.concurrency.def.ty, Span::call_site());
+    quote!(::sockserve::concurrency::#ty)
+}
+
+/// `<vis> type EchoServer<T> = ::sockserve::ThreadingTcpServer<Echo<T>>;`
+fn alias(server: &Server) -> TokenStream {
+    let item = server.item;
+    let vis = &item.vis;
+    let name = &server.name;
+    let ident = &item.ident;
+    let (_, ty_generics, _) = item.generics.split_for_impl();
+    let params = alias_params(&item.generics);
+    let handler = quote!(#ident #ty_generics);
+    let (transport, concurrency) = (server.transport.def, server.concurrency.def);
+    let target = match concurrency.alias_prefix {
+        Some(prefix) => {
+            let alias = format_ident!("{}{}Server", prefix, transport.alias_stem);
+            quote!(::sockserve::#alias<#handler>)
+        }
+        None => {
+            let (t, c) = (transport_path(server), concurrency_path(server));
+            quote!(::sockserve::Server<#t, #c, #handler>)
+        }
+    };
+    let doc = format!(
+        "The server of [`{ident}`]: a `{}` transport with `{}` concurrency, \
+         declared by `#[server]`.",
+        transport.name, concurrency.name
+    );
+    quote! {
+        #[doc = #doc]
+        #[allow(dead_code)]
+        #vis type #name #params = #target;
+    }
+}
+
+/// The struct's generic parameters without bounds or where clause (bounds on a
+/// type alias are not enforced and the compiler warns about them).
+fn alias_params(generics: &Generics) -> TokenStream {
+    if generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let params = generics.params.iter().map(|param| match param {
+        GenericParam::Lifetime(l) => {
+            let lifetime = &l.lifetime;
+            quote!(#lifetime)
+        }
+        GenericParam::Type(t) => {
+            let ident = &t.ident;
+            match &t.default {
+                Some(default) => quote!(#ident = #default),
+                None => quote!(#ident),
+            }
+        }
+        GenericParam::Const(c) => {
+            let mut c = c.clone();
+            c.attrs.clear();
+            quote!(#c)
+        }
+    });
+    quote!(<#(#params),*>)
+}
+
+/// `impl ::sockserve::Declared for Echo { .. }`.
+fn declared(server: &Server) -> TokenStream {
+    let item = server.item;
+    let ident = &item.ident;
+    // `Declared: 'static`: a generic handler is declared for its `'static` instances.
+    let mut generics = item.generics.clone();
+    if !generics.params.is_empty() {
+        let (_, ty_generics, _) = item.generics.split_for_impl();
+        generics
+            .make_where_clause()
+            .predicates
+            .push(parse_quote!(#ident #ty_generics: 'static));
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let transport = transport_path(server);
+    let concurrency = concurrency_path(server);
+    let options = options(&server.options);
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics ::sockserve::Declared for #ident #ty_generics #where_clause {
+            type Transport = #transport;
+            type Concurrency = #concurrency;
+            #[allow(clippy::needless_update)]
+            const OPTIONS: ::sockserve::Options = #options;
+        }
+    }
+}
+
+/// `::sockserve::Options { key: value, ..::sockserve::Options::DEFAULT }`.
+fn options(options: &[OptionValue]) -> TokenStream {
+    if options.is_empty() {
+        return quote!(::sockserve::Options::DEFAULT);
+    }
+    let fields = options.iter().map(|option| {
+        let field = &option.ident;
+        let value = value(option);
+        quote!(#field: #value)
+    });
+    quote! {
+        ::sockserve::Options {
+            #(#fields,)*
+            ..::sockserve::Options::DEFAULT
+        }
+    }
+}
+
+/// One field value, as a constant expression spanned on the value as written.
+fn value(option: &OptionValue) -> TokenStream {
+    let span = option.span;
+    let value = match option.value {
+        ConstValue::Bool(b) => quote_spanned!(span=> #b),
+        ConstValue::Int(n) => {
+            let lit = proc_macro2::Literal::u64_unsuffixed(n);
+            quote_spanned!(span=> #lit)
+        }
+        ConstValue::Duration(nanos) => duration(nanos, span),
+    };
+    let optional = match option.key.kind {
+        ValueKind::Duration { optional, .. } | ValueKind::Int { optional, .. } => optional,
+        ValueKind::Mode => true,
+        ValueKind::Bool | ValueKind::TypeName => false,
+    };
+    if optional {
+        quote_spanned!(span=> ::core::option::Option::Some(#value))
+    } else {
+        value
+    }
+}
+
+/// `::core::time::Duration::from_millis(250)`, in the largest exact unit.
+fn duration(nanos: u64, span: Span) -> TokenStream {
+    let (constructor, count) = [
+        ("from_secs", 1_000_000_000),
+        ("from_millis", 1_000_000),
+        ("from_micros", 1_000),
+        ("from_nanos", 1),
+    ]
+    .into_iter()
+    .find(|(_, unit)| nanos % unit == 0)
+    .map(|(name, unit)| (name, nanos / unit))
+    .expect("every duration is a whole number of nanoseconds");
+    let constructor = Ident::new(constructor, span);
+    let count = proc_macro2::Literal::u64_unsuffixed(count);
+    quote_spanned!(span=> ::core::time::Duration::#constructor(#count))
+}
+
+/// Compile-time checks, spanned on the transport (and concurrency) keyword, that
+/// the handler implements what the chosen server needs, so that a stream handler
+/// on a datagram server is reported at the attribute with core's message.
+///
+/// Skipped for generic structs: the struct's own bounds may be weaker than those
+/// of its handler impl, so a check over all its instances could reject a correct
+/// program. There the same bounds are checked where the server is bound.
+fn checks(server: &Server) -> TokenStream {
+    let item = server.item;
+    if !item.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let transport = transport_path(server);
+    let kind = server.transport.def.handler;
+    let handler_trait = Ident::new(kind.trait_name(), Span::call_site());
+    let mut ident = item.ident.clone();
+
+    let span = server.transport.span;
+    ident.set_span(ident.span().located_at(span));
+    let requires = format_ident!("requires_{}", snake(kind.trait_name()));
+    let mut checks = quote_spanned! {span=>
+        fn #requires<H: ?::core::marker::Sized + ::sockserve::#handler_trait<#transport>>() {}
+        let _ = #requires::<#ident>;
+    };
+
+    let bounds = server.concurrency.def.handler_bounds;
+    if !bounds.is_empty() {
+        let span = server.concurrency.span;
+        let mut ident = item.ident.clone();
+        ident.set_span(ident.span().located_at(span));
+        let bound_idents = bounds.iter().map(|b| Ident::new(b, span));
+        let requires = format_ident!(
+            "requires_{}_handler",
+            bounds.join("_").to_ascii_lowercase(),
+            span = span
+        );
+        checks.extend(quote_spanned! {span=>
+            fn #requires<H: ?::core::marker::Sized #(+ ::core::marker::#bound_idents)*>() {}
+            let _ = #requires::<#ident>;
+        });
+    }
+    quote! {
+        const _: () = {
+            #checks
+        };
+    }
+}
+
+/// `StreamHandler` -> `stream_handler`.
+fn snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(args: TokenStream, item: TokenStream) -> String {
+        server(args, item).to_string()
+    }
+
+    #[test]
+    fn the_contract_example() {
+        let got = expand(
+            quote!(tcp, threading, timeout = "500ms"),
+            quote!(
+                pub struct Echo;
+            ),
+        );
+        let want = quote! {
+            pub struct Echo;
+            #[doc = "The server of [`Echo`]: a `tcp` transport with `threading` concurrency, declared by `#[server]`."]
+            #[allow(dead_code)]
+            pub type EchoServer = ::sockserve::ThreadingTcpServer<Echo>;
+            #[automatically_derived]
+            impl ::sockserve::Declared for Echo {
+                type Transport = ::sockserve::transport::Tcp;
+                type Concurrency = ::sockserve::concurrency::Threading;
+                #[allow(clippy::needless_update)]
+                const OPTIONS: ::sockserve::Options = ::sockserve::Options {
+                    timeout: ::core::option::Option::Some(::core::time::Duration::from_millis(500)),
+                    ..::sockserve::Options::DEFAULT
+                };
+            }
+            const _: () = {
+                fn requires_stream_handler<H: ?::core::marker::Sized + ::sockserve::StreamHandler<::sockserve::transport::Tcp>>() {}
+                let _ = requires_stream_handler::<Echo>;
+                fn requires_send_sync_handler<H: ?::core::marker::Sized + ::core::marker::Send + ::core::marker::Sync>() {}
+                let _ = requires_send_sync_handler::<Echo>;
+            };
+        };
+        assert_eq!(got, want.to_string());
+    }
+
+    #[test]
+    fn every_pair_uses_the_named_alias() {
+        let cases = [
+            ("tcp", "sync", "TcpServer", "Synchronous"),
+            ("udp", "sync", "UdpServer", "Synchronous"),
+            ("unix_stream", "sync", "UnixStreamServer", "Synchronous"),
+            ("unix_datagram", "sync", "UnixDatagramServer", "Synchronous"),
+            ("tcp", "threading", "ThreadingTcpServer", "Threading"),
+            ("udp", "threading", "ThreadingUdpServer", "Threading"),
+            (
+                "unix_stream",
+                "threading",
+                "ThreadingUnixStreamServer",
+                "Threading",
+            ),
+            (
+                "unix_datagram",
+                "threading",
+                "ThreadingUnixDatagramServer",
+                "Threading",
+            ),
+            ("tcp", "forking", "ForkingTcpServer", "Forking"),
+            ("udp", "forking", "ForkingUdpServer", "Forking"),
+            ("unix_stream", "forking", "ForkingUnixStreamServer", "Forking"),
+            ("unix_datagram", "forking", "ForkingUnixDatagramServer", "Forking"),
+        ];
+        for (t, c, alias, model) in cases {
+            let (ti, ci) = (format_ident!("{t}"), format_ident!("{c}"));
+            let got = expand(
+                quote!(#ti, #ci),
+                quote!(
+                    struct H;
+                ),
+            );
+            let alias = format_ident!("{alias}");
+            let model = format_ident!("{model}");
+            let want_alias = quote!(type HServer = ::sockserve::#alias<H>;).to_string();
+            let want_model = quote!(type Concurrency = ::sockserve::concurrency::#model;).to_string();
+            assert!(got.contains(&want_alias), "{t} {c}: {got}");
+            assert!(got.contains(&want_model), "{t} {c}: {got}");
+        }
+        // No concurrency written: sync.
+        assert!(expand(
+            quote!(udp),
+            quote!(
+                struct H;
+            )
+        )
+        .contains("type HServer = :: sockserve :: UdpServer < H >"));
+    }
+
+    #[test]
+    fn datagram_transports_check_for_a_datagram_handler() {
+        let got = expand(
+            quote!(unix_datagram),
+            quote!(
+                struct H;
+            ),
+        );
+        let want = quote!(::sockserve::DatagramHandler<::sockserve::transport::UnixDatagram>);
+        assert!(got.contains(&want.to_string()), "{got}");
+        assert!(got.contains("requires_datagram_handler :: < H >"), "{got}");
+    }
+
+    #[test]
+    fn generic_structs_keep_their_generics() {
+        let got = expand(
+            quote!(tcp, forking, name = "Named"),
+            quote!(
+                pub(crate) struct Echo<'a, T: Clone + 'static, const N: usize = 4>
+                where
+                    T: Send,
+                {
+                    t: &'a T,
+                }
+            ),
+        );
+        let want_alias = quote! {
+            pub(crate) type Named<'a, T, const N: usize = 4> = ::sockserve::ForkingTcpServer<Echo<'a, T, N> >;
+        };
+        let want_impl = quote! {
+            impl<'a, T: Clone + 'static, const N: usize> ::sockserve::Declared for Echo<'a, T, N>
+            where T: Send, Echo<'a, T, N>: 'static
+        };
+        assert!(got.contains(&want_alias.to_string()), "{got}");
+        assert!(got.contains(&want_impl.to_string()), "{got}");
+        // No blanket check over all instances of a generic handler.
+        assert!(!got.contains("requires_"), "{got}");
+    }
+
+    #[test]
+    fn option_values_are_constant_expressions() {
+        let got = expand(
+            quote!(
+                unix_stream,
+                threading,
+                poll_interval = "2s",
+                timeout = "1.5s",
+                connection_timeout = "500us",
+                request_queue_size = 16,
+                max_threads = 4,
+                rbufsize = 0,
+                socket_mode = 0o660,
+                remove_stale_socket = false
+            ),
+            quote!(
+                struct H;
+            ),
+        );
+        let want = quote! {
+            ::sockserve::Options {
+                poll_interval: ::core::time::Duration::from_secs(2),
+                timeout: ::core::option::Option::Some(::core::time::Duration::from_millis(1500)),
+                connection_timeout: ::core::option::Option::Some(::core::time::Duration::from_micros(500)),
+                request_queue_size: 16,
+                max_threads: ::core::option::Option::Some(4),
+                rbufsize: 0,
+                socket_mode: ::core::option::Option::Some(432),
+                remove_stale_socket: false,
+                ..::sockserve::Options::DEFAULT
+            }
+        };
+        assert!(got.contains(&want.to_string()), "{got}");
+        let nanos = duration(1_001, Span::call_site()).to_string();
+        assert_eq!(
+            nanos,
+            quote!(::core::time::Duration::from_nanos(1001)).to_string()
+        );
+        let minute = duration(60_000_000_000, Span::call_site()).to_string();
+        assert_eq!(minute, quote!(::core::time::Duration::from_secs(60)).to_string());
+    }
+
+    #[test]
+    fn no_options_is_the_default() {
+        let got = expand(
+            quote!(tcp),
+            quote!(
+                struct H;
+            ),
+        );
+        assert!(
+            got.contains("const OPTIONS : :: sockserve :: Options = :: sockserve :: Options :: DEFAULT ;"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn a_concurrency_model_without_alias_names_server_directly() {
+        static MODEL: crate::table::ConcurrencyDef = crate::table::ConcurrencyDef {
+            name: "thread_pool",
+            ty: "ThreadPool",
+            alias_prefix: None,
+            handler_bounds: &["Send", "Sync"],
+        };
+        let input = Input::parse(
+            quote!(tcp),
+            quote!(
+                struct H;
+            ),
+        )
+        .unwrap();
+        let mut server = valid::validate(&input).unwrap();
+        server.concurrency.def = &MODEL;
+        let got = generate(&server).to_string();
+        let want = quote! {
+            type HServer = ::sockserve::Server<::sockserve::transport::Tcp, ::sockserve::concurrency::ThreadPool, H>;
+        };
+        assert!(got.contains(&want.to_string()), "{got}");
+    }
+
+    #[test]
+    fn errors_keep_the_item() {
+        let got = expand(
+            quote!(tpc),
+            quote!(
+                struct H;
+            ),
+        );
+        assert!(got.starts_with("struct H ;"), "{got}");
+        assert!(got.contains("compile_error !"), "{got}");
+        assert!(!got.contains("Declared"), "{got}");
+    }
+}
