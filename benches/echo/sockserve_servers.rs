@@ -1,12 +1,74 @@
-//! sockserve's servers (placeholder until sockserve-core compiles).
+//! sockserve's servers under test: one echo handler per handler kind, served by
+//! `TcpServer`, `ThreadingTcpServer`, `ForkingTcpServer` and `UdpServer`.
+//!
+//! Options differ from `Options::DEFAULT` only in `disable_nagle_algorithm`
+//! (every server in the harness sets TCP_NODELAY) and `max_children` (the same
+//! cap the CPython forking peer gets).
 
-use std::io;
+use std::io::{self, BufRead, Write};
 
-use super::servers::ServeArgs;
+use sockserve::transport::{Tcp, Udp};
+use sockserve::{
+    DatagramHandler, DatagramRequest, ForkingTcpServer, Options, StreamHandler, StreamRequest, TcpServer,
+    ThreadingTcpServer, UdpServer,
+};
 
-pub fn serve(name: &str, args: &ServeArgs) -> io::Result<()> {
-    let _ = args.max_children;
-    Err(io::Error::other(format!("unknown server {name:?}")))
+use super::servers::{announce, ServeArgs};
+
+/// Ping-pong echo: writes back whatever is available, not line-based.
+pub struct Echo;
+
+impl StreamHandler for Echo {
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        loop {
+            let buf = req.rfile.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let n = buf.len();
+            req.wfile.write_all(buf)?;
+            req.rfile.consume(n);
+        }
+    }
 }
 
-pub const AVAILABLE: bool = false;
+impl DatagramHandler for Echo {
+    fn handle(&self, req: &mut DatagramRequest<'_, Udp>) -> io::Result<()> {
+        req.wfile.extend_from_slice(req.packet);
+        Ok(())
+    }
+}
+
+pub const AVAILABLE: bool = true;
+
+pub fn serve(name: &str, args: &ServeArgs) -> io::Result<()> {
+    let options = Options {
+        disable_nagle_algorithm: true,
+        max_children: args.max_children,
+        ..Options::DEFAULT
+    };
+    let bind = args.bind.as_str();
+    match name {
+        "ss-sync" => {
+            let server = TcpServer::with_options(bind, Echo, options)?;
+            announce(server.server_address());
+            server.serve_forever()
+        }
+        "ss-threading" => {
+            let server = ThreadingTcpServer::with_options(bind, Echo, options)?;
+            announce(server.server_address());
+            server.serve_forever()
+        }
+        "ss-forking" => {
+            let server = ForkingTcpServer::with_options(bind, Echo, options)?;
+            announce(server.server_address());
+            server.serve_forever()
+        }
+        "ss-udp" => {
+            let server = UdpServer::with_options(bind, Echo, options)?;
+            announce(server.server_address());
+            server.serve_forever()
+        }
+        other => Err(io::Error::other(format!("unknown server {other:?}"))),
+    }
+}
