@@ -227,9 +227,7 @@ pub fn read_request<R: BufRead + ?Sized>(r: &mut R, limits: &Limits) -> Result<R
             }
             Line::Complete => break,
             Line::Eof if empty_lines == 0 => return Err(Error::Closed),
-            Line::Eof | Line::Truncated => {
-                return Err(Error::BadRequest("incomplete request line"))
-            }
+            Line::Eof | Line::Truncated => return Err(Error::BadRequest("incomplete request line")),
             Line::TooLong => return Err(Error::UriTooLong),
         }
     }
@@ -276,9 +274,7 @@ fn parse_request_line(line: &[u8]) -> Result<(Method, String, Version), Error> {
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Error::BadRequest(
-            "request line is not `METHOD target HTTP/x.y`",
-        ));
+        return Err(Error::BadRequest("request line is not `METHOD target HTTP/x.y`"));
     };
     if !is_token(method) {
         return Err(Error::BadRequest("malformed method"));
@@ -330,10 +326,7 @@ fn parse_header(line: &[u8]) -> Result<(String, String), Error> {
     }
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i + 1);
+    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
     Ok((
         String::from_utf8_lossy(name).into_owned(),
         String::from_utf8_lossy(&value[start..end]).into_owned(),
@@ -467,10 +460,7 @@ mod tests {
     }
 
     fn status(input: &[u8]) -> Option<u16> {
-        parse(input)
-            .err()
-            .and_then(|e| e.status())
-            .map(|(code, _)| code)
+        parse(input).err().and_then(|e| e.status()).map(|(code, _)| code)
     }
 
     #[test]
@@ -531,12 +521,7 @@ mod tests {
             b"GET /\x00 HTTP/1.0\r\n\r\n",
             b"\x00\x01\x02\r\n\r\n",
         ] {
-            assert_eq!(
-                status(line),
-                Some(400),
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
+            assert_eq!(status(line), Some(400), "{:?}", String::from_utf8_lossy(line));
         }
     }
 
@@ -551,10 +536,7 @@ mod tests {
     #[test]
     fn host_rules() {
         assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), Some(400));
-        assert_eq!(
-            status(b"GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n"),
-            Some(400)
-        );
+        assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n"), Some(400));
     }
 
     #[test]
@@ -567,12 +549,7 @@ mod tests {
             b"GET / HTTP/1.0\r\nA: b\x00c\r\n\r\n",
             b"GET / HTTP/1.0\r\nA: b\rc\r\n\r\n",
         ] {
-            assert_eq!(
-                status(head),
-                Some(400),
-                "{:?}",
-                String::from_utf8_lossy(head)
-            );
+            assert_eq!(status(head), Some(400), "{:?}", String::from_utf8_lossy(head));
         }
     }
 
@@ -644,10 +621,7 @@ mod tests {
             data: &endless,
             given: 0,
         };
-        assert!(matches!(
-            read_request(&mut r, &LIMITS),
-            Err(Error::UriTooLong)
-        ));
+        assert!(matches!(read_request(&mut r, &LIMITS), Err(Error::UriTooLong)));
         assert!(r.given <= LIMITS.request_line + 2);
 
         let mut head = b"GET / HTTP/1.0\r\nX: ".to_vec();
@@ -678,11 +652,7 @@ mod tests {
         let p = parse_target("//a//./b").unwrap();
         assert_eq!(p.segments, vec![b"a".to_vec(), b"b".to_vec()]);
         assert!(!p.trailing_slash);
-        assert_eq!(
-            p.encoded(),
-            "/a/b",
-            "never a protocol-relative `//host` path"
-        );
+        assert_eq!(p.encoded(), "/a/b", "never a protocol-relative `//host` path");
 
         let p = parse_target("HTTP://example.invalid/x").unwrap();
         assert_eq!(p.segments, vec![b"x".to_vec()]);

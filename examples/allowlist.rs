@@ -1,0 +1,106 @@
+//! Admission control with `verify_request`: only listed client addresses are served.
+//!
+//! ```sh
+//! cargo run --example allowlist -- --bind 127.0.0.1:9005 --allow 127.0.0.1,::1
+//! printf 'hi\n' | nc -N 127.0.0.1 9005                    # welcome 127.0.0.1:NNNN, then hi
+//! cargo run --example allowlist -- --bind 127.0.0.1:9005 --allow 127.0.0.2
+//! printf 'hi\n' | nc -N 127.0.0.1 9005                    # nothing: closed without a reply
+//! printf 'hi\n' | nc -N -s 127.0.0.2 127.0.0.1 9005       # served
+//! ```
+//!
+//! `verify_request` runs in the serving thread before any handler thread starts, with the
+//! accepted connection and the client's address. Returning `false` makes the server close the
+//! connection at once (`shutdown_request`): the client reads end of file, no byte of reply. IPv4
+//! clients of an IPv6 socket (`::ffff:a.b.c.d`) are matched as their IPv4 address. Admitted
+//! clients get `welcome ADDR` and then a line echo.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+use support::{Connection as _, Next};
+
+#[server(tcp, threading)]
+struct Gate {
+    allowed: Vec<IpAddr>,
+}
+
+/// An address as compared against the list: IPv4-mapped IPv6 becomes IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+impl StreamHandler for Gate {
+    fn verify_request(&self, _request: &TcpStream, client_address: &SocketAddr) -> bool {
+        let admitted = self.allowed.contains(&canonical(client_address.ip()));
+        if !admitted {
+            log::info!("refused {client_address}: not in the allow list");
+        }
+        admitted
+    }
+
+    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        req.request.poll_reads()
+    }
+
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        writeln!(req.wfile, "welcome {}", req.client_address)?;
+        support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, |line, out| {
+            out.write_all(line)?;
+            Ok(Next::Continue)
+        })
+    }
+}
+
+/// How long a silent client keeps its connection.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// Parses `--allow`: IP addresses separated by commas.
+fn parse_allow(list: &str) -> Result<Vec<IpAddr>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpAddr>()
+                .map(canonical)
+                .map_err(|_| format!("`{s}` is not an IP address"))
+        })
+        .collect()
+}
+
+const SPEC: support::Spec = support::Spec {
+    about: "Line echo for listed client addresses only; others are closed without a reply.",
+    default_bind: "127.0.0.1:9005",
+    bind_value: "HOST:PORT",
+    options: &[support::Opt {
+        name: "allow",
+        value: Some("IP,IP..."),
+        help: "client addresses to serve [default: 127.0.0.1,::1]",
+    }],
+};
+
+fn main() -> io::Result<()> {
+    let stopper = support::start()?;
+    let args = support::parse_args(&SPEC);
+    let allowed = match parse_allow(args.value("allow").unwrap_or("127.0.0.1,::1")) {
+        Ok(allowed) => allowed,
+        Err(message) => {
+            eprintln!("error: --allow: {message}");
+            std::process::exit(2);
+        }
+    };
+    log::info!("allowing {allowed:?}");
+    let server = Gate { allowed }.bind(args.bind.as_str())?;
+    support::announce(server.server_address());
+    let handle = server.shutdown_handle();
+    stopper.on_stop(move || handle.shutdown());
+    server.serve_forever()
+}

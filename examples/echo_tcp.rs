@@ -1,0 +1,57 @@
+//! Line echo over TCP, one thread per connection (Python's `ThreadingTCPServer`).
+//!
+//! ```sh
+//! cargo run --example echo_tcp -- --bind 127.0.0.1:9000
+//! printf 'hello\nworld\n' | nc -N 127.0.0.1 9000
+//! ```
+//!
+//! Every line a client sends comes back unchanged. A line longer than 4096 bytes gets
+//! `error: line too long` and the connection is closed; a client idle for 5 minutes is dropped.
+//! SIGTERM/SIGINT: stop accepting, answer the lines already received, exit 0.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+use support::{Connection as _, Next};
+
+/// The handler: stateless, so one value serves every thread.
+#[server(tcp, threading)]
+struct Echo;
+
+impl StreamHandler for Echo {
+    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        req.request.poll_reads()
+    }
+
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, |line, out| {
+            out.write_all(line)?;
+            Ok(Next::Continue)
+        })
+    }
+}
+
+/// How long a silent client keeps its connection.
+const IDLE: Duration = Duration::from_secs(300);
+
+const SPEC: support::Spec = support::Spec {
+    about: "Line echo over TCP, one thread per connection.",
+    default_bind: "127.0.0.1:9000",
+    bind_value: "HOST:PORT",
+    options: &[],
+};
+
+fn main() -> io::Result<()> {
+    let stopper = support::start()?;
+    let args = support::parse_args(&SPEC);
+    let server = Echo.bind(args.bind.as_str())?;
+    support::announce(server.server_address());
+    let handle = server.shutdown_handle();
+    stopper.on_stop(move || handle.shutdown());
+    server.serve_forever()
+}

@@ -1,0 +1,288 @@
+//! A small static file server in the spirit of `python -m http.server`.
+//!
+//! ```sh
+//! cargo run --release --example http_server                      # ./ on 127.0.0.1:8000
+//! cargo run --example http_server -- --directory /srv/www --bind 127.0.0.1:8080
+//! curl -i http://127.0.0.1:8000/
+//! ```
+//!
+//! What it does:
+//! - `GET` and `HEAD` of regular files, with `Content-Length`, `Content-Type` (by extension)
+//!   and `Last-Modified`; any other method gets 501 with `Allow: GET, HEAD`;
+//! - a directory asked for without its trailing slash is redirected (301) to the slashed path;
+//!   with the slash, its `index.html` is served if present, otherwise an HTML listing (links
+//!   percent-encoded, names HTML-escaped);
+//! - 404 for what does not exist; 403 for what must not be served: `..` in any encoding
+//!   (`..`, `%2e%2e`), an encoded `/` (`%2f`), a backslash, NUL, a symlink leading out of the
+//!   served directory (paths are canonicalized and checked against the canonical root), and
+//!   anything that is neither a regular file nor a directory;
+//! - 400 for a malformed request (request line, percent-encoding, header syntax), 414 for a
+//!   request line over 8190 bytes, 431 for a header line over 8190 bytes, more than 100
+//!   headers or more than 64 KiB of them, 505 for HTTP/2 and above. The request head is read
+//!   with those bounds: no input is buffered without limit. The body of a request is never
+//!   read.
+//! - HTTP/1.0 and HTTP/1.1. **An HTTP/1.1 request without a `Host` header is refused with 400**,
+//!   as RFC 9112 section 3.2 requires (HTTP/1.0 requests need none). One request per connection:
+//!   every response carries `Connection: close`, and the server closes after it.
+//!
+//! The request parser is `parse.rs`, which depends on `std` only so that a fuzz target can
+//! include it by path; `files.rs` maps paths to the filesystem and renders listings.
+//!
+//! A threading server: each connection gets a thread, at most 64 at once (`max_threads`);
+//! a client that sends nothing for 30 s is dropped. SIGTERM/SIGINT: stop accepting, finish the
+//! responses in flight, exit 0.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod files;
+// The parser's whole API is exercised by its tests and a fuzz target, not all by the server.
+#[allow(dead_code)]
+mod parse;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+use support::{Connection as _, Patient};
+
+use files::Resolved;
+use parse::{Method, PathError, Request};
+
+/// The server-wide state: the canonical directory being served.
+#[server(tcp, threading, max_threads = 64)]
+struct FileServer {
+    root: PathBuf,
+}
+
+/// How long a client may take to send its request head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response about to be written.
+struct Response {
+    status: u16,
+    reason: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Body,
+}
+
+enum Body {
+    Bytes(Vec<u8>),
+    File(File, u64),
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(bytes) => bytes.len() as u64,
+            Body::File(_, len) => *len,
+        }
+    }
+}
+
+impl Response {
+    /// A small HTML page explaining an error status.
+    fn error(status: u16, reason: &'static str, detail: &str) -> Response {
+        let body = format!(
+            "<!DOCTYPE HTML>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <title>{status} {reason}</title>\n</head>\n<body>\n<h1>{status} {reason}</h1>\n\
+             <p>{}</p>\n</body>\n</html>\n",
+            files::html_escape(detail)
+        );
+        Response {
+            status,
+            reason,
+            headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
+            body: Body::Bytes(body.into_bytes()),
+        }
+    }
+
+    fn html(body: String) -> Response {
+        Response {
+            status: 200,
+            reason: "OK",
+            headers: vec![("Content-Type", "text/html; charset=utf-8".into())],
+            body: Body::Bytes(body.into_bytes()),
+        }
+    }
+
+    /// Writes the response; without the body when `head_only`.
+    fn write_to(self, out: &mut impl Write, head_only: bool) -> io::Result<u64> {
+        let length = self.body.len();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nServer: sockserve-http_server\r\nDate: {}\r\n\
+             Connection: close\r\nContent-Length: {length}\r\n",
+            self.status,
+            self.reason,
+            support::Utc::now().http_date()
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        out.write_all(head.as_bytes())?;
+        if head_only {
+            return Ok(0);
+        }
+        match self.body {
+            Body::Bytes(bytes) => out.write_all(&bytes)?,
+            Body::File(file, len) => {
+                let sent = io::copy(&mut file.take(len), out)?;
+                if sent != len {
+                    // The file shrank while being sent: the client sees a short body and a close.
+                    log::warn!("sent {sent} of {len} bytes: the file changed");
+                }
+            }
+        }
+        Ok(length)
+    }
+}
+
+impl FileServer {
+    /// Builds the response to a well-formed request.
+    fn respond(&self, request: &Request) -> Response {
+        if let Method::Other(method) = &request.method {
+            let mut response = Response::error(
+                501,
+                "Not Implemented",
+                &format!("Method {method} is not supported."),
+            );
+            response.headers.push(("Allow", "GET, HEAD".into()));
+            return response;
+        }
+        let path = match parse::parse_target(&request.target) {
+            Ok(path) => path,
+            Err(PathError::Malformed) => {
+                return Response::error(400, "Bad Request", "Malformed request target.")
+            }
+            Err(PathError::Forbidden) => {
+                return Response::error(403, "Forbidden", "This path is not served.")
+            }
+        };
+        match files::resolve(&self.root, &path) {
+            Resolved::File(file) => self.file(&file),
+            Resolved::Directory(dir) => match files::listing(&dir, &path) {
+                Ok(html) => Response::html(html),
+                Err(e) => {
+                    log::warn!("cannot list {}: {e}", dir.display());
+                    Response::error(403, "Forbidden", "This directory cannot be listed.")
+                }
+            },
+            Resolved::Redirect(location) => {
+                let mut response = Response::error(301, "Moved Permanently", &location);
+                response.headers.push(("Location", location));
+                response
+            }
+            Resolved::NotFound => Response::error(404, "Not Found", "Nothing matches this path."),
+            Resolved::Forbidden => Response::error(403, "Forbidden", "This path is not served."),
+        }
+    }
+
+    fn file(&self, path: &PathBuf) -> Response {
+        // O_NONBLOCK: a FIFO swapped in after `resolve` must not block the open.
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Response::error(403, "Forbidden", "This file cannot be read.")
+            }
+            Err(_) => return Response::error(404, "Not Found", "Nothing matches this path."),
+        };
+        let metadata = match file.metadata() {
+            Ok(metadata) if metadata.is_file() => metadata,
+            _ => return Response::error(403, "Forbidden", "This path is not served."),
+        };
+        let mut headers = vec![("Content-Type", files::content_type(path).to_string())];
+        if let Ok(modified) = metadata.modified() {
+            headers.push(("Last-Modified", support::Utc::at(modified).http_date()));
+        }
+        Response {
+            status: 200,
+            reason: "OK",
+            headers,
+            body: Body::File(file, metadata.len()),
+        }
+    }
+}
+
+impl StreamHandler for FileServer {
+    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        req.request.poll_reads()
+    }
+
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        let mut input = Patient::new(&mut req.rfile, REQUEST_TIMEOUT);
+        let (response, request_line, head_only) = match parse::read_request(&mut input, &parse::LIMITS) {
+            Ok(request) => {
+                support::simulate_work();
+                let line = format!("{} {} {}", request.method, request.target, request.version);
+                (self.respond(&request), line, request.method == Method::Head)
+            }
+            Err(parse::Error::Closed) => return Ok(()),
+            Err(parse::Error::Io(e)) => {
+                log::debug!("{}: {e}", req.client_address);
+                return Ok(());
+            }
+            Err(e) => {
+                let (status, reason) = e.status().unwrap_or((400, "Bad Request"));
+                (
+                    Response::error(status, reason, &e.to_string()),
+                    "-".to_string(),
+                    false,
+                )
+            }
+        };
+        let status = response.status;
+        let sent = response.write_to(&mut req.wfile, head_only)?;
+        req.wfile.flush()?;
+        log::info!(
+            "{} \"{}\" {status} {sent}",
+            req.client_address,
+            request_line.escape_debug()
+        );
+        // Unread input (an oversized head, a body) must not turn the close into a reset.
+        req.request.close_gently();
+        Ok(())
+    }
+}
+
+const SPEC: support::Spec = support::Spec {
+    about: "A static file server in the spirit of `python -m http.server`.",
+    default_bind: "127.0.0.1:8000",
+    bind_value: "HOST:PORT",
+    options: &[support::Opt {
+        name: "directory",
+        value: Some("DIR"),
+        help: "the directory to serve [default: the current directory]",
+    }],
+};
+
+fn main() -> io::Result<()> {
+    let stopper = support::start()?;
+    let args = support::parse_args(&SPEC);
+    let directory = args.value("directory").unwrap_or(".");
+    let root = match fs::canonicalize(directory) {
+        Ok(root) if root.is_dir() => root,
+        Ok(_) => {
+            eprintln!("error: --directory {directory}: not a directory");
+            std::process::exit(2);
+        }
+        Err(e) => {
+            eprintln!("error: --directory {directory}: {e}");
+            std::process::exit(2);
+        }
+    };
+    log::info!("serving {}", root.display());
+    let server = FileServer { root }.bind(args.bind.as_str())?;
+    support::announce(server.server_address());
+    let handle = server.shutdown_handle();
+    stopper.on_stop(move || handle.shutdown());
+    server.serve_forever()
+}

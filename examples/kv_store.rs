@@ -1,0 +1,182 @@
+//! A key-value store over a line protocol, with server-wide state, served two ways.
+//!
+//! ```sh
+//! cargo run --example kv_store -- --bind 127.0.0.1:9004
+//! printf 'SET greeting hello world\n' | nc -N 127.0.0.1 9004   # OK
+//! printf 'GET greeting\n' | nc -N 127.0.0.1 9004               # VALUE hello world
+//! cargo run --example kv_store -- --bind 127.0.0.1:9004 --forking
+//! ```
+//!
+//! Commands, one per line (replies end in `\n`):
+//!
+//! | command | reply |
+//! |---|---|
+//! | `SET key value...` | `OK` (the value is the rest of the line) |
+//! | `GET key` | `VALUE value` or `NOT_FOUND` |
+//! | `DEL key` | `DELETED` or `NOT_FOUND` |
+//! | `KEYS` | `KEYS k1 k2 ...` (sorted) |
+//! | `COUNT` | `COUNT n` |
+//! | `PID` | `PID n`: the process serving this connection |
+//! | `QUIT` | `BYE`, then the connection closes |
+//! | anything else | `ERR ...` |
+//!
+//! Keys are 1 to 250 bytes without whitespace; the store holds at most 100 000 keys.
+//!
+//! **Why `--forking` forgets.** By default the server is threading: every connection runs in a
+//! thread of the same process, and the one handler value (the server-wide state) holds the map
+//! behind a `Mutex`, so a `SET` on one connection is seen by a `GET` on the next. With
+//! `--forking` each connection is served by a child process, which gets a *copy* of the
+//! parent's memory: a `SET` changes the child's copy only, and is gone when the child exits.
+//! The next connection starts again from the parent's map, which never changes. This is the
+//! trade-off the `socketserver` documentation warns about: processes isolate requests, so they
+//! cannot share state without an external store (a file, a database, shared memory).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+use support::{Connection as _, Next};
+
+/// The map every request works on.
+#[derive(Default)]
+struct Store {
+    map: Mutex<BTreeMap<String, String>>,
+}
+
+const MAX_KEYS: usize = 100_000;
+const MAX_KEY_LEN: usize = 250;
+
+impl Store {
+    /// Runs one command line; returns the reply and whether to go on.
+    fn execute(&self, line: &[u8]) -> (String, Next) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let (command, rest) = text.split_once(' ').unwrap_or((text, ""));
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let key = |rest: &str| -> Result<String, String> {
+            let key = rest.trim();
+            if key.is_empty() || key.len() > MAX_KEY_LEN || key.contains(char::is_whitespace) {
+                Err(format!(
+                    "ERR a key is 1 to {MAX_KEY_LEN} bytes without whitespace"
+                ))
+            } else {
+                Ok(key.to_string())
+            }
+        };
+        let reply = match command.to_ascii_uppercase().as_str() {
+            "SET" => {
+                let (k, value) = rest.trim_start().split_once(' ').unwrap_or((rest, ""));
+                match key(k) {
+                    Err(e) => e,
+                    Ok(k) if map.len() >= MAX_KEYS && !map.contains_key(&k) => {
+                        "ERR the store is full".to_string()
+                    }
+                    Ok(k) => {
+                        map.insert(k, value.to_string());
+                        "OK".to_string()
+                    }
+                }
+            }
+            "GET" => match key(rest) {
+                Err(e) => e,
+                Ok(k) => match map.get(&k) {
+                    Some(v) => format!("VALUE {v}"),
+                    None => "NOT_FOUND".to_string(),
+                },
+            },
+            "DEL" => match key(rest) {
+                Err(e) => e,
+                Ok(k) => match map.remove(&k) {
+                    Some(_) => "DELETED".to_string(),
+                    None => "NOT_FOUND".to_string(),
+                },
+            },
+            "KEYS" => {
+                let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+                format!("KEYS {}", keys.join(" ")).trim_end().to_string()
+            }
+            "COUNT" => format!("COUNT {}", map.len()),
+            "PID" => format!("PID {}", std::process::id()),
+            "QUIT" => return ("BYE\n".to_string(), Next::Close),
+            "" => "ERR empty command".to_string(),
+            _ => "ERR unknown command (SET GET DEL KEYS COUNT PID QUIT)".to_string(),
+        };
+        (reply + "\n", Next::Continue)
+    }
+
+    fn serve<R: io::BufRead, W: Write>(&self, rfile: R, wfile: &mut W) -> io::Result<()> {
+        support::serve_lines(rfile, wfile, IDLE, |line, out| {
+            let (reply, next) = self.execute(line);
+            out.write_all(reply.as_bytes())?;
+            Ok(next)
+        })
+    }
+}
+
+/// How long a silent client keeps its connection.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// Threads share one `Store`: writes are seen by every later request.
+#[server(tcp, threading)]
+#[derive(Default)]
+struct SharedKv(Store);
+
+impl StreamHandler for SharedKv {
+    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        req.request.poll_reads()
+    }
+
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        self.0.serve(&mut req.rfile, &mut req.wfile)
+    }
+}
+
+/// Each connection's child process works on its own copy of the `Store`.
+#[server(tcp, forking)]
+#[derive(Default)]
+struct ForkingKv(Store);
+
+impl StreamHandler for ForkingKv {
+    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        req.request.poll_reads()
+    }
+
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        self.0.serve(&mut req.rfile, &mut req.wfile)
+    }
+}
+
+const SPEC: support::Spec = support::Spec {
+    about: "A key-value store over a line protocol (threading; --forking to see state lost).",
+    default_bind: "127.0.0.1:9004",
+    bind_value: "HOST:PORT",
+    options: &[support::Opt {
+        name: "forking",
+        value: None,
+        help: "serve each connection in a child process (SETs are then not kept)",
+    }],
+};
+
+fn main() -> io::Result<()> {
+    let stopper = support::start()?;
+    let args = support::parse_args(&SPEC);
+    if args.flag("forking") {
+        let server = ForkingKv::default().bind(args.bind.as_str())?;
+        support::announce(server.server_address());
+        let handle = server.shutdown_handle();
+        stopper.on_stop(move || handle.shutdown());
+        server.serve_forever()
+    } else {
+        let server = SharedKv::default().bind(args.bind.as_str())?;
+        support::announce(server.server_address());
+        let handle = server.shutdown_handle();
+        stopper.on_stop(move || handle.shutdown());
+        server.serve_forever()
+    }
+}

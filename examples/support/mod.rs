@@ -1,0 +1,592 @@
+//! What every example server of the gallery shares: the command line, the `listening on ADDR`
+//! line, graceful stop on SIGTERM/SIGINT, and bounded, stop-aware reading from clients.
+//!
+//! Included by each example with `#[path = "../support/mod.rs"] mod support;` (or
+//! `"support/mod.rs"` from a top-level example file). It lives in `examples/support/mod.rs`, a path
+//! cargo does not take for an example of its own.
+//!
+//! The contract each example keeps:
+//! - `--bind ADDR` (host:port for TCP/UDP, a path for Unix sockets), a loopback default, port 0
+//!   allowed; `--delay MS` pretends each request takes that long (to watch a graceful stop);
+//! - the first line on stdout is exactly `listening on ADDR`, with the real bound address;
+//! - SIGTERM or SIGINT: stop accepting, let the requests in flight finish, exit 0. A second signal
+//!   exits at once with status 1;
+//! - errors go to stderr through `log` (`RUST_LOG=debug` for more); bad client input never panics.
+//!
+//! How a stop reaches the connections: the signal thread sets a stop flag, then calls the
+//! servers' `shutdown()`. Handlers read through [`Patient`], which polls the socket every
+//! [`POLL`] and reports end of input once the flag is set and the client is idle, so a handler
+//! finishes the request it is working on and then returns. The flag lives in a shared anonymous
+//! memory page, so the children of a forking server see it too.
+#![allow(dead_code)]
+
+use std::fmt::Display;
+use std::io::{self, BufRead, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// How often a blocked read wakes up to look at the stop flag.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// How long a write to a client may block before the connection is given up.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest line the line-protocol examples accept, newline included.
+pub const MAX_LINE: usize = 4096;
+
+/// One command-line option of an example, besides the common `--bind`, `--delay` and `--help`.
+pub struct Opt {
+    /// The option without its dashes: `"directory"` for `--directory`.
+    pub name: &'static str,
+    /// The name of its value in the usage text, or `None` for a flag.
+    pub value: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// What an example tells [`parse_args`] about itself.
+pub struct Spec {
+    /// One line saying what the example is.
+    pub about: &'static str,
+    /// The `--bind` default.
+    pub default_bind: &'static str,
+    /// What `--bind` takes, for the usage text (`"HOST:PORT"` or `"PATH"`).
+    pub bind_value: &'static str,
+    pub options: &'static [Opt],
+}
+
+/// The parsed command line.
+pub struct Args {
+    pub bind: String,
+    values: Vec<(&'static str, String)>,
+    flags: Vec<&'static str>,
+}
+
+impl Args {
+    /// The value of `--name`, if given (the last one wins).
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the flag `--name` was given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
+    }
+}
+
+static DELAY: OnceLock<Duration> = OnceLock::new();
+
+fn usage(spec: &Spec) -> String {
+    let program = std::env::args()
+        .next()
+        .map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map_or(p.clone(), |n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let mut text = format!("{}\n\nUsage: {program} [OPTIONS]\n\nOptions:\n", spec.about);
+    let mut line = |left: String, help: &str| {
+        text.push_str(&format!("  {left:<24} {help}\n"));
+    };
+    line(
+        format!("--bind {}", spec.bind_value),
+        &format!("address to listen on [default: {}]", spec.default_bind),
+    );
+    for opt in spec.options {
+        let left = match opt.value {
+            Some(value) => format!("--{} {value}", opt.name),
+            None => format!("--{}", opt.name),
+        };
+        line(left, opt.help);
+    }
+    line(
+        "--delay MS".into(),
+        "pretend each request takes MS milliseconds [default: 0]",
+    );
+    line("--help".into(), "print this help");
+    text
+}
+
+/// Parses the command line; prints the usage and exits (status 0 for `--help`, 2 for a mistake).
+pub fn parse_args(spec: &Spec) -> Args {
+    match try_parse_args(spec, std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{}", usage(spec));
+            std::process::exit(0);
+        }
+        Err(message) => {
+            eprintln!("error: {message}\n\n{}", usage(spec));
+            std::process::exit(2);
+        }
+    }
+}
+
+fn try_parse_args(spec: &Spec, mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut args = Args {
+        bind: spec.default_bind.to_string(),
+        values: Vec::new(),
+        flags: Vec::new(),
+    };
+    let mut delay = Duration::ZERO;
+    while let Some(arg) = argv.next() {
+        let Some(long) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument `{arg}`"));
+        };
+        let (name, inline) = match long.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (long, None),
+        };
+        let takes_value = match name {
+            "help" => return Ok(None),
+            "bind" | "delay" => true,
+            _ => match spec.options.iter().find(|o| o.name == name) {
+                Some(opt) => opt.value.is_some(),
+                None => return Err(format!("unknown option `--{name}`")),
+            },
+        };
+        if !takes_value {
+            if inline.is_some() {
+                return Err(format!("`--{name}` takes no value"));
+            }
+            let name = spec.options.iter().find(|o| o.name == name).map(|o| o.name);
+            args.flags.extend(name);
+            continue;
+        }
+        let value = match inline.or_else(|| argv.next()) {
+            Some(value) => value,
+            None => return Err(format!("`--{name}` needs a value")),
+        };
+        match name {
+            "bind" => args.bind = value,
+            "delay" => {
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| format!("`--delay` takes milliseconds, not `{value}`"))?;
+                delay = Duration::from_millis(ms);
+            }
+            _ => {
+                let name = spec.options.iter().find(|o| o.name == name).map(|o| o.name);
+                args.values.extend(name.map(|n| (n, value)));
+            }
+        }
+    }
+    let _ = DELAY.set(delay);
+    Ok(Some(args))
+}
+
+/// Sleeps for the `--delay` given on the command line (no time at all by default).
+pub fn simulate_work() {
+    let delay = DELAY.get().copied().unwrap_or_default();
+    if !delay.is_zero() {
+        thread::sleep(delay);
+    }
+}
+
+/// Prints the `listening on ADDR` line and flushes it at once.
+pub fn announce(address: impl Display) {
+    let mut out = io::stdout().lock();
+    // A closed stdout is no reason to stop serving.
+    let _ = writeln!(out, "listening on {address}");
+    let _ = out.flush();
+}
+
+/// The stop flag: one `AtomicBool` in a page shared with forked children.
+fn stop_flag() -> &'static AtomicBool {
+    static FLAG: OnceLock<&'static AtomicBool> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let size = std::mem::size_of::<AtomicBool>();
+        // SAFETY: an anonymous shared mapping of `size` bytes with no address hint and no file:
+        // the arguments are valid by construction and the result is checked against MAP_FAILED.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if page == libc::MAP_FAILED {
+            log::warn!(
+                "no shared memory for the stop flag ({}); forked children will not see a stop",
+                io::Error::last_os_error()
+            );
+            return Box::leak(Box::new(AtomicBool::new(false)));
+        }
+        // SAFETY: the mapping is page-aligned, zero-filled (a valid `false`), at least `size`
+        // bytes, never unmapped (so `'static`), and only ever accessed atomically.
+        unsafe { &*page.cast::<AtomicBool>() }
+    })
+}
+
+/// Whether a stop was asked for (by SIGTERM or SIGINT), in this process or its forking parent.
+pub fn stopping() -> bool {
+    stop_flag().load(Ordering::SeqCst)
+}
+
+/// Signals registered by [`start`], waiting for [`Stopper::on_stop`].
+pub struct Stopper {
+    signals: signal_hook::iterator::Signals,
+}
+
+/// Sets up an example process: logging to stderr, the stop flag, and SIGTERM/SIGINT handling.
+///
+/// Call it first thing in `main`, before binding: from then on a signal no longer kills the
+/// process but is kept until [`Stopper::on_stop`] acts on it.
+pub fn start() -> io::Result<Stopper> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    stop_flag();
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    Ok(Stopper { signals })
+}
+
+impl Stopper {
+    /// On the first SIGTERM or SIGINT, sets the stop flag and calls `stop` (typically the
+    /// servers' `ShutdownHandle::shutdown`) on a thread of its own. A second signal exits at once
+    /// with status 1.
+    pub fn on_stop(mut self, stop: impl FnOnce() + Send + 'static) {
+        thread::spawn(move || {
+            let mut stop = Some(stop);
+            for signal in self.signals.forever() {
+                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                match stop.take() {
+                    Some(stop) => {
+                        log::info!("{name}: finishing the requests in flight, then exiting");
+                        stop_flag().store(true, Ordering::SeqCst);
+                        stop();
+                    }
+                    None => {
+                        log::warn!("{name} again: exiting now");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Stream sockets the examples read from: set up for [`Patient`] reads.
+pub trait Connection {
+    /// Makes reads wake up every [`POLL`] and writes give up after [`WRITE_TIMEOUT`].
+    fn poll_reads(&self) -> io::Result<()>;
+
+    /// Ends a reply: sends end-of-file to the client, then reads and discards what the client
+    /// still sends (at most 256 KiB, for at most 250 ms), until it closes too.
+    ///
+    /// Closing a socket with unread input makes the kernel reset the connection, and a reset
+    /// can destroy the reply before the client reads it. A server that answers without reading
+    /// everything (an error reply to an oversized request, daytime's ignored input) lingers
+    /// here first.
+    fn close_gently(&self);
+}
+
+fn drain(mut input: impl Read, set_timeout: impl Fn(Duration) -> io::Result<()>) {
+    let deadline = Instant::now() + Duration::from_millis(250);
+    let mut budget = 256 * 1024;
+    let mut buf = [0; 8192];
+    while budget > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || set_timeout(left).is_err() {
+            break;
+        }
+        match input.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => budget -= n.min(budget),
+        }
+    }
+}
+
+impl Connection for TcpStream {
+    fn poll_reads(&self) -> io::Result<()> {
+        self.set_read_timeout(Some(POLL))?;
+        self.set_write_timeout(Some(WRITE_TIMEOUT))
+    }
+
+    fn close_gently(&self) {
+        if self.shutdown(std::net::Shutdown::Write).is_ok() {
+            drain(self, |t| self.set_read_timeout(Some(t)));
+        }
+    }
+}
+
+impl Connection for UnixStream {
+    fn poll_reads(&self) -> io::Result<()> {
+        self.set_read_timeout(Some(POLL))?;
+        self.set_write_timeout(Some(WRITE_TIMEOUT))
+    }
+
+    fn close_gently(&self) {
+        if self.shutdown(std::net::Shutdown::Write).is_ok() {
+            drain(self, |t| self.set_read_timeout(Some(t)));
+        }
+    }
+}
+
+/// A reader over a socket set up with [`Connection::poll_reads`]: waits for input while the
+/// client is busy, but reports end of input when a stop was asked for and the client is idle,
+/// or when the client stayed idle for longer than `idle`.
+pub struct Patient<R> {
+    inner: R,
+    idle: Duration,
+}
+
+impl<R: BufRead> Patient<R> {
+    pub fn new(inner: R, idle: Duration) -> Self {
+        Patient { inner, idle }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+impl<R: BufRead> BufRead for Patient<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let waiting_since = Instant::now();
+        loop {
+            match self.inner.fill_buf() {
+                // Buffered data or end of input: the next call returns it without I/O.
+                Ok(_) => break,
+                Err(e) if is_timeout(&e) => {
+                    if stopping() {
+                        return Ok(&[]);
+                    }
+                    if waiting_since.elapsed() >= self.idle {
+                        log::info!("client idle for {:?}: closing", self.idle);
+                        return Ok(&[]);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+    }
+}
+
+impl<R: BufRead> Read for Patient<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The outcome of [`read_line`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A line, ending in `\n` unless the input ended without one.
+    Complete,
+    /// End of input, nothing read.
+    Eof,
+    /// More than the limit without a newline; the bytes read so far are in the buffer.
+    TooLong,
+}
+
+/// Reads one line (up to and including `\n`) into `line`, at most `max` bytes: never buffers
+/// more than that, whatever the client sends.
+pub fn read_line<R: BufRead + ?Sized>(r: &mut R, max: usize, line: &mut Vec<u8>) -> io::Result<Line> {
+    line.clear();
+    loop {
+        let available = match r.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(if line.is_empty() {
+                Line::Eof
+            } else {
+                Line::Complete
+            });
+        }
+        let room = max - line.len();
+        let window = &available[..available.len().min(room)];
+        if let Some(end) = window.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&window[..=end]);
+            r.consume(end + 1);
+            return Ok(Line::Complete);
+        }
+        let taken = window.len();
+        line.extend_from_slice(window);
+        r.consume(taken);
+        if line.len() >= max {
+            return Ok(Line::TooLong);
+        }
+    }
+}
+
+/// What a line protocol wants after answering a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next line.
+    Continue,
+    /// Close the connection (the client said goodbye).
+    Close,
+}
+
+/// Serves a line protocol on one connection: reads lines of at most [`MAX_LINE`] bytes through
+/// [`Patient`] (idle clients are dropped after `idle`), sleeps for `--delay`, and lets `answer`
+/// write the reply. Ends at end of input, when a stop was asked for (after answering the line in
+/// hand), when `answer` says [`Next::Close`], or after answering a too-long line with
+/// `error: line too long`.
+pub fn serve_lines<R: BufRead, W: Write>(
+    rfile: R,
+    wfile: &mut W,
+    idle: Duration,
+    mut answer: impl FnMut(&[u8], &mut W) -> io::Result<Next>,
+) -> io::Result<()> {
+    let mut input = Patient::new(rfile, idle);
+    let mut line = Vec::new();
+    while !stopping() {
+        match read_line(&mut input, MAX_LINE, &mut line)? {
+            Line::Eof => break,
+            Line::TooLong => {
+                wfile.write_all(b"error: line too long\n")?;
+                break;
+            }
+            Line::Complete => {
+                simulate_work();
+                if answer(&line, wfile)? == Next::Close {
+                    break;
+                }
+            }
+        }
+    }
+    wfile.flush()
+}
+
+/// A calendar date and time in UTC, enough for HTTP dates and the daytime protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    /// 1 to 12.
+    pub month: u32,
+    /// 1 to 31.
+    pub day: u32,
+    /// 0 (Sunday) to 6 (Saturday).
+    pub weekday: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+const WEEKDAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+impl Utc {
+    pub fn now() -> Utc {
+        Utc::at(SystemTime::now())
+    }
+
+    pub fn at(time: SystemTime) -> Utc {
+        let secs = match time.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+        };
+        Utc::from_unix(secs)
+    }
+
+    /// Converts seconds since 1970-01-01T00:00:00Z (days to civil date after H. Hinnant).
+    pub fn from_unix(secs: i64) -> Utc {
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Utc {
+            year,
+            // All of these are small and non-negative by construction.
+            month: month as u32,
+            day: day as u32,
+            weekday: (days + 4).rem_euclid(7) as u32,
+            hour: (rem / 3600) as u32,
+            minute: (rem / 60 % 60) as u32,
+            second: (rem % 60) as u32,
+        }
+    }
+
+    fn weekday_name(&self) -> &'static str {
+        WEEKDAYS[self.weekday as usize % 7]
+    }
+
+    fn month_name(&self) -> &'static str {
+        MONTHS[(self.month as usize + 11) % 12]
+    }
+
+    /// The IMF-fixdate of HTTP: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    pub fn http_date(&self) -> String {
+        format!(
+            "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+            &self.weekday_name()[..3],
+            self.day,
+            &self.month_name()[..3],
+            self.year,
+            self.hour,
+            self.minute,
+            self.second
+        )
+    }
+
+    /// The format RFC 867 suggests: `Tuesday, February 22, 1982 17:37:43-UTC`.
+    pub fn daytime(&self) -> String {
+        format!(
+            "{}, {} {}, {} {:02}:{:02}:{:02}-UTC",
+            self.weekday_name(),
+            self.month_name(),
+            self.day,
+            self.year,
+            self.hour,
+            self.minute,
+            self.second
+        )
+    }
+}
