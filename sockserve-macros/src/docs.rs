@@ -113,3 +113,17 @@ fn every_key_is_documented() {
         assert!(!key.doc.is_empty() && !key.python.is_empty());
     }
 }
+
+#[test]
+fn server_docs_example_is_the_compiled_one() {
+    let docs = std::fs::read_to_string(manifest_dir().join("src/server.md")).unwrap();
+    let start = docs.find("```ignore\n").expect("an example") + "```ignore\n".len();
+    let end = start + docs[start..].find("```\n").unwrap();
+    let compiled = manifest_dir().join("../tests/ui/pass/doc_example.rs");
+    let compiled = std::fs::read_to_string(&compiled).unwrap();
+    assert_eq!(
+        &docs[start..end],
+        compiled,
+        "the first example of server.md must equal tests/ui/pass/doc_example.rs"
+    );
+}

@@ -440,7 +440,7 @@ fn int_value(option: &OptionArg, key: &KeyDef, ty: IntType, min: u64, max: u64) 
             };
             return Err(syn::Error::new_spanned(
                 &option.expr,
-                format!("`{name}` {must}, like `{name} = {example}`"),
+                format!("`{name}` {must}, like `{name} = {example}`; found a negative number"),
             ));
         }
         _ => return Err(wrong_type(option, key)),
@@ -841,11 +841,12 @@ mod tests {
         );
         assert_eq!(
             error(quote!(tcp, request_queue_size = -5)),
-            "`request_queue_size` must be a positive integer, like `request_queue_size = 128`"
+            "`request_queue_size` must be a positive integer, like `request_queue_size = 128`; \
+             found a negative number"
         );
         assert_eq!(
             error(quote!(tcp, rbufsize = -1)),
-            "`rbufsize` cannot be negative, like `rbufsize = 65536`"
+            "`rbufsize` cannot be negative, like `rbufsize = 65536`; found a negative number"
         );
         assert_eq!(
             error(quote!(tcp, request_queue_size = 4294967296)),

@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, name = "Echo Server")]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[sockserve::server(udp, forking, daemon_threads = true)]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, timeout = "5 seconds")]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[sockserve::server(threading, timeout = "1s")]
+struct Echo;
+
+#[sockserve::server]
+struct Bare;
+
+fn main() {}

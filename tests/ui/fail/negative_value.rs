@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, request_queue_size = -1)]
+struct Echo;
+
+fn main() {}

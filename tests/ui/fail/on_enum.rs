@@ -1,0 +1,7 @@
+#[sockserve::server(tcp)]
+enum Echo {
+    Loud,
+    Quiet,
+}
+
+fn main() {}

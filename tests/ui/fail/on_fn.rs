@@ -1,0 +1,4 @@
+#[sockserve::server(tcp)]
+fn echo() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, threading, daemon_threads)]
+struct Echo;
+
+fn main() {}

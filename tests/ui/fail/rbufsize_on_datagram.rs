@@ -1,0 +1,4 @@
+#[sockserve::server(unix_datagram, rbufsize = 0)]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, threading, forking)]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, udp)]
+struct Echo;
+
+fn main() {}

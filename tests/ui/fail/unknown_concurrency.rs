@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, threding)]
+struct Echo;
+
+fn main() {}

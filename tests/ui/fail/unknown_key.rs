@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, timout = "5s")]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[sockserve::server(tpc)]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[sockserve::server(unix)]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,60 @@
+// `tcp` transport, `threading` concurrency: the alias is core's `ThreadingTcpServer`, and every
+// option that applies to the pair is accepted and lands in `OPTIONS`.
+use std::io;
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+
+#[server(
+    tcp,
+    threading,
+    poll_interval = "250ms",
+    timeout = "1.5s",
+    request_queue_size = 16,
+    allow_reuse_port = true,
+    rbufsize = 0,
+    wbufsize = 4096,
+    connection_timeout = "2s",
+    disable_nagle_algorithm = true,
+    daemon_threads = true,
+    block_on_close = false,
+    max_threads = 8
+)]
+struct Handler;
+
+impl StreamHandler<Tcp> for Handler {
+    fn handle(&self, _req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// Compiles only if the generated alias and associated types are exactly core's.
+fn same_server(server: HandlerServer) -> ThreadingTcpServer<Handler> {
+    server
+}
+fn same_transport(t: <Handler as Declared>::Transport) -> Tcp {
+    t
+}
+fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Threading {
+    c
+}
+
+fn main() {
+    let _ = (same_server, same_transport, same_concurrency);
+    assert_eq!(Handler::OPTIONS.poll_interval, Duration::from_millis(250));
+    assert_eq!(Handler::OPTIONS.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(Handler::OPTIONS.request_queue_size, 16);
+    assert_eq!(Handler::OPTIONS.allow_reuse_port, true);
+    assert_eq!(Handler::OPTIONS.rbufsize, 0);
+    assert_eq!(Handler::OPTIONS.wbufsize, 4096);
+    assert_eq!(Handler::OPTIONS.connection_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(Handler::OPTIONS.disable_nagle_algorithm, true);
+    assert_eq!(Handler::OPTIONS.daemon_threads, true);
+    assert_eq!(Handler::OPTIONS.block_on_close, false);
+    assert_eq!(Handler::OPTIONS.max_threads, Some(8));
+    assert_eq!(
+        Handler::OPTIONS.allow_reuse_address,
+        Options::DEFAULT.allow_reuse_address
+    );
+}

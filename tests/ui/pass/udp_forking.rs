@@ -1,0 +1,48 @@
+// `udp` transport, `forking` concurrency: the alias is core's `ForkingUdpServer`, and every
+// option that applies to the pair is accepted and lands in `OPTIONS`.
+use std::io;
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+
+#[server(
+    udp,
+    forking,
+    poll_interval = "250ms",
+    timeout = "1.5s",
+    allow_reuse_address = false,
+    max_packet_size = 65507,
+    max_children = 4,
+    block_on_close = false
+)]
+struct Handler;
+
+impl DatagramHandler<Udp> for Handler {
+    fn handle(&self, req: &mut DatagramRequest<'_, Udp>) -> io::Result<()> {
+        req.wfile.extend_from_slice(req.packet);
+        Ok(())
+    }
+}
+
+// Compiles only if the generated alias and associated types are exactly core's.
+fn same_server(server: HandlerServer) -> ForkingUdpServer<Handler> {
+    server
+}
+fn same_transport(t: <Handler as Declared>::Transport) -> Udp {
+    t
+}
+fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Forking {
+    c
+}
+
+fn main() {
+    let _ = (same_server, same_transport, same_concurrency);
+    assert_eq!(Handler::OPTIONS.poll_interval, Duration::from_millis(250));
+    assert_eq!(Handler::OPTIONS.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(Handler::OPTIONS.allow_reuse_address, false);
+    assert_eq!(Handler::OPTIONS.max_packet_size, 65507);
+    assert_eq!(Handler::OPTIONS.max_children, 4);
+    assert_eq!(Handler::OPTIONS.block_on_close, false);
+    assert_eq!(Handler::OPTIONS.allow_reuse_address, false);
+}

@@ -1,0 +1,50 @@
+// `udp` transport, `threading` concurrency: the alias is core's `ThreadingUdpServer`, and every
+// option that applies to the pair is accepted and lands in `OPTIONS`.
+use std::io;
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+
+#[server(
+    udp,
+    threading,
+    poll_interval = "250ms",
+    timeout = "1.5s",
+    allow_reuse_address = false,
+    max_packet_size = 65507,
+    daemon_threads = true,
+    block_on_close = false,
+    max_threads = 8
+)]
+struct Handler;
+
+impl DatagramHandler<Udp> for Handler {
+    fn handle(&self, req: &mut DatagramRequest<'_, Udp>) -> io::Result<()> {
+        req.wfile.extend_from_slice(req.packet);
+        Ok(())
+    }
+}
+
+// Compiles only if the generated alias and associated types are exactly core's.
+fn same_server(server: HandlerServer) -> ThreadingUdpServer<Handler> {
+    server
+}
+fn same_transport(t: <Handler as Declared>::Transport) -> Udp {
+    t
+}
+fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Threading {
+    c
+}
+
+fn main() {
+    let _ = (same_server, same_transport, same_concurrency);
+    assert_eq!(Handler::OPTIONS.poll_interval, Duration::from_millis(250));
+    assert_eq!(Handler::OPTIONS.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(Handler::OPTIONS.allow_reuse_address, false);
+    assert_eq!(Handler::OPTIONS.max_packet_size, 65507);
+    assert_eq!(Handler::OPTIONS.daemon_threads, true);
+    assert_eq!(Handler::OPTIONS.block_on_close, false);
+    assert_eq!(Handler::OPTIONS.max_threads, Some(8));
+    assert_eq!(Handler::OPTIONS.allow_reuse_address, false);
+}

@@ -1,0 +1,53 @@
+// `unix_datagram` transport, `threading` concurrency: the alias is core's `ThreadingUnixDatagramServer`, and every
+// option that applies to the pair is accepted and lands in `OPTIONS`.
+use std::io;
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+
+#[server(
+    unix_datagram,
+    threading,
+    poll_interval = "250ms",
+    timeout = "1.5s",
+    max_packet_size = 1024,
+    socket_mode = 0o660,
+    daemon_threads = true,
+    block_on_close = false,
+    max_threads = 8
+)]
+struct Handler;
+
+impl DatagramHandler<UnixDatagram> for Handler {
+    fn handle(&self, req: &mut DatagramRequest<'_, UnixDatagram>) -> io::Result<()> {
+        req.wfile.extend_from_slice(req.packet);
+        Ok(())
+    }
+}
+
+// Compiles only if the generated alias and associated types are exactly core's.
+fn same_server(server: HandlerServer) -> ThreadingUnixDatagramServer<Handler> {
+    server
+}
+fn same_transport(t: <Handler as Declared>::Transport) -> UnixDatagram {
+    t
+}
+fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Threading {
+    c
+}
+
+fn main() {
+    let _ = (same_server, same_transport, same_concurrency);
+    assert_eq!(Handler::OPTIONS.poll_interval, Duration::from_millis(250));
+    assert_eq!(Handler::OPTIONS.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(Handler::OPTIONS.max_packet_size, 1024);
+    assert_eq!(Handler::OPTIONS.socket_mode, Some(0o660));
+    assert_eq!(Handler::OPTIONS.daemon_threads, true);
+    assert_eq!(Handler::OPTIONS.block_on_close, false);
+    assert_eq!(Handler::OPTIONS.max_threads, Some(8));
+    assert_eq!(
+        Handler::OPTIONS.allow_reuse_address,
+        Options::DEFAULT.allow_reuse_address
+    );
+}

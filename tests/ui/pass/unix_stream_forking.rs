@@ -1,0 +1,54 @@
+// `unix_stream` transport, `forking` concurrency: the alias is core's `ForkingUnixStreamServer`, and every
+// option that applies to the pair is accepted and lands in `OPTIONS`.
+use std::io;
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+
+#[server(
+    unix_stream,
+    forking,
+    poll_interval = "250ms",
+    timeout = "1.5s",
+    request_queue_size = 8,
+    rbufsize = 1024,
+    socket_mode = 0o600,
+    remove_stale_socket = false,
+    max_children = 4,
+    block_on_close = false
+)]
+struct Handler;
+
+impl StreamHandler<UnixStream> for Handler {
+    fn handle(&self, _req: &mut StreamRequest<'_, UnixStream>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// Compiles only if the generated alias and associated types are exactly core's.
+fn same_server(server: HandlerServer) -> ForkingUnixStreamServer<Handler> {
+    server
+}
+fn same_transport(t: <Handler as Declared>::Transport) -> UnixStream {
+    t
+}
+fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Forking {
+    c
+}
+
+fn main() {
+    let _ = (same_server, same_transport, same_concurrency);
+    assert_eq!(Handler::OPTIONS.poll_interval, Duration::from_millis(250));
+    assert_eq!(Handler::OPTIONS.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(Handler::OPTIONS.request_queue_size, 8);
+    assert_eq!(Handler::OPTIONS.rbufsize, 1024);
+    assert_eq!(Handler::OPTIONS.socket_mode, Some(0o600));
+    assert_eq!(Handler::OPTIONS.remove_stale_socket, false);
+    assert_eq!(Handler::OPTIONS.max_children, 4);
+    assert_eq!(Handler::OPTIONS.block_on_close, false);
+    assert_eq!(
+        Handler::OPTIONS.allow_reuse_address,
+        Options::DEFAULT.allow_reuse_address
+    );
+}

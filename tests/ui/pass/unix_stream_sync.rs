@@ -1,0 +1,49 @@
+// `unix_stream` transport, `sync` concurrency (no concurrency word: `sync`): the alias is core's `UnixStreamServer`, and every
+// option that applies to the pair is accepted and lands in `OPTIONS`.
+use std::io;
+use std::time::Duration;
+
+use sockserve::prelude::*;
+use sockserve::server;
+
+#[server(
+    unix_stream,
+    poll_interval = "250ms",
+    timeout = "1.5s",
+    request_queue_size = 8,
+    rbufsize = 1024,
+    socket_mode = 0o600,
+    remove_stale_socket = false
+)]
+struct Handler;
+
+impl StreamHandler<UnixStream> for Handler {
+    fn handle(&self, _req: &mut StreamRequest<'_, UnixStream>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// Compiles only if the generated alias and associated types are exactly core's.
+fn same_server(server: HandlerServer) -> UnixStreamServer<Handler> {
+    server
+}
+fn same_transport(t: <Handler as Declared>::Transport) -> UnixStream {
+    t
+}
+fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Synchronous {
+    c
+}
+
+fn main() {
+    let _ = (same_server, same_transport, same_concurrency);
+    assert_eq!(Handler::OPTIONS.poll_interval, Duration::from_millis(250));
+    assert_eq!(Handler::OPTIONS.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(Handler::OPTIONS.request_queue_size, 8);
+    assert_eq!(Handler::OPTIONS.rbufsize, 1024);
+    assert_eq!(Handler::OPTIONS.socket_mode, Some(0o600));
+    assert_eq!(Handler::OPTIONS.remove_stale_socket, false);
+    assert_eq!(
+        Handler::OPTIONS.allow_reuse_address,
+        Options::DEFAULT.allow_reuse_address
+    );
+}
