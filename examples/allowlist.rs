@@ -19,6 +19,7 @@ mod support;
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use sockserve::prelude::*;
@@ -87,7 +88,11 @@ const SPEC: support::Spec = support::Spec {
     }],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     let allowed = match parse_allow(args.value("allow").unwrap_or("127.0.0.1,::1")) {

@@ -17,6 +17,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
+use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -166,7 +167,11 @@ const SPEC: support::Spec = support::Spec {
     options: &[],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     let server = Room::default().bind(args.bind.as_str())?;

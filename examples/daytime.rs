@@ -27,6 +27,7 @@
 mod support;
 
 use std::io::{self, Write};
+use std::process::ExitCode;
 use std::thread;
 
 use sockserve::prelude::*;
@@ -73,7 +74,11 @@ const SPEC: support::Spec = support::Spec {
     }],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     let tcp = DaytimeTcp.bind(args.bind.as_str())?;

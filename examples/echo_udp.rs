@@ -13,6 +13,7 @@
 mod support;
 
 use std::io;
+use std::process::ExitCode;
 
 use sockserve::prelude::*;
 use sockserve::server;
@@ -35,7 +36,11 @@ const SPEC: support::Spec = support::Spec {
     options: &[],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     let server = Echo.bind(args.bind.as_str())?;

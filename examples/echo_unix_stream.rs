@@ -13,6 +13,7 @@
 mod support;
 
 use std::io::{self, Write};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use sockserve::prelude::*;
@@ -45,7 +46,11 @@ const SPEC: support::Spec = support::Spec {
     options: &[],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     let server = Echo.bind(args.bind.as_str())?;

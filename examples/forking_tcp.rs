@@ -16,6 +16,7 @@
 mod support;
 
 use std::io::{self, Write};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use sockserve::prelude::*;
@@ -55,7 +56,11 @@ const SPEC: support::Spec = support::Spec {
     options: &[],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     let server = PerProcess.bind(args.bind.as_str())?;

@@ -36,6 +36,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -163,7 +164,11 @@ const SPEC: support::Spec = support::Spec {
     }],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     if args.flag("forking") {

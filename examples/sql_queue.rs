@@ -39,6 +39,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -245,7 +246,11 @@ const SPEC: support::Spec = support::Spec {
     ],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     let path = PathBuf::from(args.value("db").unwrap_or(&args.bind));

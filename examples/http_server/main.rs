@@ -44,6 +44,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use sockserve::prelude::*;
@@ -264,7 +265,11 @@ const SPEC: support::Spec = support::Spec {
     }],
 };
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    support::report(run())
+}
+
+fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     let directory = args.value("directory").unwrap_or(".");

@@ -237,6 +237,20 @@ pub fn stopping() -> bool {
     stop_flag().load(Ordering::SeqCst)
 }
 
+/// Turns `main`'s result into the exit status, logging an error (to stderr) first.
+pub fn report(result: io::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // In case the error came before `start` set up logging.
+            let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .try_init();
+            log::error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Signals registered by [`start`], waiting for [`Stopper::on_stop`].
 pub struct Stopper {
     signals: signal_hook::iterator::Signals,
