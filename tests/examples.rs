@@ -86,6 +86,48 @@ fn every_example_has_help_and_rejects_unknown_options() {
 }
 
 #[test]
+fn every_server_stops_on_sigterm_and_sigint() {
+    let dir = TempDir::new("stop-all");
+    let stream = dir.join("stream.sock");
+    let datagram = dir.join("datagram.sock");
+    let db = dir.join("queue.db");
+    let cases: [(&str, &str); 11] = [
+        ("echo_tcp", "127.0.0.1:0"),
+        ("echo_udp", "127.0.0.1:0"),
+        ("echo_unix_stream", stream.to_str().unwrap()),
+        ("echo_unix_datagram", datagram.to_str().unwrap()),
+        ("forking_tcp", "127.0.0.1:0"),
+        ("http_server", "127.0.0.1:0"),
+        ("chat", "127.0.0.1:0"),
+        ("kv_store", "127.0.0.1:0"),
+        ("daytime", "127.0.0.1:0"),
+        ("sql_queue", db.to_str().unwrap()),
+        ("allowlist", "[::1]:0"),
+    ];
+    for (name, bind) in cases {
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            let mut server = Server::start(name, &["--bind", bind]);
+            server.stop_with(signal);
+            assert_no_panic(&server);
+        }
+    }
+}
+
+#[test]
+fn http_server_defaults_to_port_8000() {
+    // The README's first command relies on it; the port itself may be taken on a test host.
+    let out = run_tool(
+        example("http_server").to_str().unwrap(),
+        &["--help"],
+        b"",
+        IO_TIMEOUT,
+    );
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("[default: 127.0.0.1:8000]"), "{help}");
+    assert!(help.contains("[default: the current directory]"), "{help}");
+}
+
+#[test]
 fn a_bind_failure_is_an_error_not_a_panic() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -641,7 +683,12 @@ fn kv_store_sigterm_finishes_the_command_in_flight() {
         args.extend_from_slice(mode);
         let mut server = Server::start("kv_store", &args);
         let mut client = tcp_client(&server.addr);
-        let reply = stop_in_flight(&mut server, &mut client, b"SET k v\n", libc::SIGTERM);
+        let signal = if mode.is_empty() {
+            libc::SIGTERM
+        } else {
+            libc::SIGINT
+        };
+        let reply = stop_in_flight(&mut server, &mut client, b"SET k v\n", signal);
         assert_eq!(reply, b"OK\n", "{mode:?}");
         client.expect_eof();
     }
