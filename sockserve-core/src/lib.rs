@@ -4,14 +4,14 @@
 //! Python builds a server class from three parts, and so does sockserve, with types instead
 //! of inheritance:
 //!
-//! - a **transport** ([`transport`]): where requests come from. [`Tcp`](transport::Tcp)
-//!   (IPv4 or IPv6, by the bound address), [`Udp`](transport::Udp),
-//!   [`UnixStream`](transport::UnixStream), [`UnixDatagram`](transport::UnixDatagram), or
+//! - a **transport** ([`transport`]): where requests come from. [`Tcp`]
+//!   (IPv4 or IPv6, by the bound address), [`Udp`],
+//!   [`UnixStream`], [`UnixDatagram`], or
 //!   your own [`Transport`](transport::Transport) (rows of a SQL table, say);
 //! - a **concurrency mix-in** ([`concurrency`]): how a request runs.
-//!   [`Synchronous`](concurrency::Synchronous) (one at a time, in the serving thread),
-//!   [`Threading`](concurrency::Threading) (a thread each),
-//!   [`Forking`](concurrency::Forking) (a child process each);
+//!   [`Synchronous`] (one at a time, in the serving thread),
+//!   [`Threading`] (a thread each),
+//!   [`Forking`] (a child process each);
 //! - a **handler**: your type, implementing the handler trait of the transport's kind:
 //!   [`StreamHandler`] (connections: `rfile`, `wfile`), [`DatagramHandler`] (datagrams:
 //!   `packet`, `wfile` sent back), or [`RequestHandler`] (anything else).
