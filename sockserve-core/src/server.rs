@@ -436,6 +436,8 @@ where
     /// [`serve_forever`](Server::serve_forever) with an explicit `poll_interval` (Python's
     /// `serve_forever(poll_interval)`).
     pub fn serve_forever_with(&self, poll_interval: Duration) -> io::Result<()> {
+        // A zero interval would turn the idle loop into a busy loop.
+        let poll_interval = poll_interval.max(Duration::from_millis(1));
         let control = &*self.core.context.control;
         let _serving = control.begin_serving()?;
         let transport = &self.core.context.transport;
@@ -595,19 +597,15 @@ impl<T: Transport, C: Concurrency, H> Drop for Server<T, C, H> {
     }
 }
 
-/// Python's `fileno()`. Panics for a custom transport without a descriptor.
-impl<T: Transport, C: Concurrency, H> AsFd for Server<T, C, H> {
+/// Python's `fileno()`, for transports that have a descriptor (all built-in ones).
+impl<T: Transport + AsFd, C: Concurrency, H> AsFd for Server<T, C, H> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.core
-            .context
-            .transport
-            .fileno()
-            .expect("this transport has no file descriptor")
+        self.core.context.transport.as_fd()
     }
 }
 
 /// Python's `fileno()`.
-impl<T: Transport, C: Concurrency, H> AsRawFd for Server<T, C, H> {
+impl<T: Transport + AsFd, C: Concurrency, H> AsRawFd for Server<T, C, H> {
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()
     }

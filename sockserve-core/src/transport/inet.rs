@@ -195,3 +195,17 @@ impl DatagramTransport for Udp {
         socket.send_to(buf, address)
     }
 }
+
+/// The listening (or receiving) socket: Python's `fileno()`.
+impl AsFd for Tcp {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+/// The listening (or receiving) socket: Python's `fileno()`.
+impl AsFd for Udp {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}

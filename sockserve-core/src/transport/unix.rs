@@ -405,3 +405,17 @@ impl DatagramTransport for UnixDatagram {
         SockRef::from(socket).send_to(buf, &address.to_sockaddr()?)
     }
 }
+
+/// The listening (or receiving) socket: Python's `fileno()`.
+impl AsFd for UnixStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+/// The listening (or receiving) socket: Python's `fileno()`.
+impl AsFd for UnixDatagram {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
