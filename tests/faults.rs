@@ -3,7 +3,6 @@
 //! Each scenario runs in a process of its own (see `faults/harness.rs`); `RELIABILITY.md` at
 //! the repository root lists every fault, the test that covers it and what the server does.
 
-#[allow(dead_code)] // helpers for the scenarios still to come
 #[path = "faults/harness.rs"]
 mod harness;
 
@@ -12,3 +11,21 @@ mod reset;
 
 #[path = "faults/emfile.rs"]
 mod emfile;
+
+#[path = "faults/slowloris.rs"]
+mod slowloris;
+
+#[path = "faults/panics.rs"]
+mod panics;
+
+#[path = "faults/shutdown.rs"]
+mod shutdown;
+
+#[path = "faults/churn.rs"]
+mod churn;
+
+#[path = "faults/sigpipe.rs"]
+mod sigpipe;
+
+#[path = "faults/datagram.rs"]
+mod datagram;

@@ -258,21 +258,6 @@ pub fn errors() -> usize {
     ERRORS.load(Ordering::SeqCst)
 }
 
-/// The pids of this process's children that have not been reaped (alive or zombie), from
-/// every thread's `children` list. Exact only while no other thread forks or reaps.
-pub fn unreaped_children() -> Vec<i32> {
-    let mut pids = Vec::new();
-    for task in fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .flatten()
-    {
-        if let Ok(list) = fs::read_to_string(task.path().join("children")) {
-            pids.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    }
-    pids
-}
-
 /// Scans every `/proc/<pid>/stat` for children of this process; returns their pids and
 /// states (`R`, `S`, `Z`, ...).
 pub fn children_by_stat() -> Vec<(i32, char)> {
@@ -373,6 +358,12 @@ impl HalfClose for UnixStream {
     }
 }
 
+impl HalfClose for Box<dyn HalfClose + Send> {
+    fn close_write(&self) -> io::Result<()> {
+        (**self).close_write()
+    }
+}
+
 /// Sends `line` (a newline is added), shuts down the sending side, and reads one line of
 /// reply, without its newline.
 ///
@@ -398,11 +389,6 @@ pub fn ask<S: HalfClose>(stream: S, line: &str) -> io::Result<String> {
 /// One request over a new TCP connection.
 pub fn ask_tcp(addr: SocketAddr, line: &str) -> io::Result<String> {
     ask(connect_tcp(addr)?, line)
-}
-
-/// One request over a new Unix stream connection.
-pub fn ask_unix(path: &Path, line: &str) -> io::Result<String> {
-    ask(connect_unix(path)?, line)
 }
 
 /// A fresh temporary directory for Unix socket files, removed by the scenario's end (each
@@ -492,4 +478,31 @@ impl ClientProcess {
             thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// Keeps panics whose message contains `marker` (the ones a scenario provokes on purpose)
+/// out of the output; other panics are reported as usual.
+pub fn quiet_panics(marker: &'static str) {
+    let default = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("");
+        if !message.contains(marker) {
+            default(info);
+        }
+    }));
+}
+
+/// The unreaped children (alive or zombie) forked by the calling thread.
+pub fn children_of_this_thread() -> usize {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    fs::read_to_string(format!("/proc/self/task/{tid}/children"))
+        .expect("/proc/self/task/<tid>/children")
+        .split_whitespace()
+        .count()
 }

@@ -1,0 +1,230 @@
+//! Fault 8: datagrams at the edges of size. Empty and maximum-size datagrams are handled;
+//! oversize ones (longer than `max_packet_size`) are reported to `handle_error` as truncated
+//! (`InvalidData`) and never reach the handler. The server serves on in every case.
+//!
+//! UDP runs on `[::1]`: an IPv4 UDP payload cannot exceed 65507 bytes, the largest
+//! `max_packet_size` worth setting, but an IPv6 one can be 65527 bytes, so the oversize case
+//! is real. A second UDP server on 127.0.0.1 with a small `max_packet_size` covers IPv4.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram as ClientDatagram;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
+use sockserve::transport::{DatagramTransport, Udp, UnixDatagram};
+use sockserve::{DatagramHandler, DatagramRequest, Options, RequestError, Server};
+
+use crate::harness::{self, bump, get, isolated_tests};
+
+/// The largest UDP payload over IPv4.
+const UDP_MAX: usize = 65507;
+/// The largest UDP payload over IPv6 without jumbograms.
+const UDP6_MAX: usize = 65527;
+
+const HANDLED: usize = 0;
+const TRUNCATED: usize = 1;
+const OTHER_ERRORS: usize = 2;
+/// Datagrams of oversize content (`O` bytes) the handler saw: must stay 0.
+const SAW_OVERSIZE: usize = 3;
+const SAW_EMPTY: usize = 4;
+const SAW_MAX: usize = 5;
+
+/// Replies `len N` to each datagram and checks its content.
+struct Sizes {
+    counters: &'static [AtomicU64],
+    max: usize,
+}
+
+impl<T: DatagramTransport> DatagramHandler<T> for Sizes {
+    fn handle(&self, req: &mut DatagramRequest<'_, T>) -> io::Result<()> {
+        let packet = req.packet;
+        if packet.first() == Some(&b'O') {
+            bump(&self.counters[SAW_OVERSIZE]);
+        }
+        if packet.is_empty() {
+            bump(&self.counters[SAW_EMPTY]);
+        }
+        if packet.len() == self.max && packet.iter().all(|&b| b == b'M') {
+            bump(&self.counters[SAW_MAX]);
+        }
+        req.wfile
+            .extend_from_slice(format!("len {}", packet.len()).as_bytes());
+        bump(&self.counters[HANDLED]);
+        Ok(())
+    }
+
+    fn handle_error(&self, _client: &T::Address, error: &RequestError) {
+        match error {
+            RequestError::Io(e)
+                if e.kind() == io::ErrorKind::InvalidData && e.to_string().contains("truncated") =>
+            {
+                bump(&self.counters[TRUNCATED])
+            }
+            other => {
+                eprintln!("unexpected error: {other}");
+                bump(&self.counters[OTHER_ERRORS]);
+            }
+        }
+    }
+}
+
+/// A client socket connected to the server.
+trait Client {
+    fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Client for UdpSocket {
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        UdpSocket::send(self, buf)
+    }
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        UdpSocket::recv(self, buf)
+    }
+}
+
+impl Client for ClientDatagram {
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        ClientDatagram::send(self, buf)
+    }
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        ClientDatagram::recv(self, buf)
+    }
+}
+
+/// Sends a datagram the handler must see and checks the reply.
+fn accepted(client: &dyn Client, datagram: &[u8]) {
+    assert_eq!(client.send(datagram).expect("send"), datagram.len());
+    let mut reply = [0u8; 64];
+    let n = client.recv(&mut reply).expect("reply");
+    assert_eq!(
+        std::str::from_utf8(&reply[..n]).unwrap(),
+        format!("len {}", datagram.len())
+    );
+}
+
+/// Sends datagrams of `sizes` (all larger than the server's `max_packet_size`), each followed
+/// by a normal one, and a maximum-size and an empty one; checks what reached the handler and
+/// what `handle_error`.
+fn edges<T, C>(server: &Server<T, C, Sizes>, client: &dyn Client, max: usize, oversize: &[usize])
+where
+    T: DatagramTransport,
+    C: Process<T, Sizes> + Sync,
+    Server<T, C, Sizes>: Sync,
+{
+    let counters = server.handler().counters;
+    harness::serving(server, || {
+        accepted(client, b"");
+        accepted(client, &vec![b'M'; max]);
+        for (i, &size) in oversize.iter().enumerate() {
+            assert_eq!(client.send(&vec![b'O'; size]).expect("send oversize"), size);
+            let reported = harness::eventually(Duration::from_secs(5), || {
+                get(&counters[TRUNCATED]) == i as u64 + 1
+            });
+            assert!(reported, "the {size}-byte datagram was not reported as truncated");
+            accepted(client, b"ping");
+        }
+        accepted(client, b"");
+        let handled = 3 + oversize.len() as u64;
+        assert!(harness::eventually(Duration::from_secs(5), || get(
+            &counters[HANDLED]
+        ) == handled));
+    });
+    assert_eq!(
+        get(&counters[SAW_OVERSIZE]),
+        0,
+        "the handler saw an oversize datagram"
+    );
+    assert_eq!(get(&counters[SAW_EMPTY]), 2);
+    assert_eq!(get(&counters[SAW_MAX]), 1);
+    assert_eq!(get(&counters[TRUNCATED]), oversize.len() as u64);
+    assert_eq!(get(&counters[OTHER_ERRORS]), 0);
+}
+
+fn options(max: usize) -> Options {
+    Options {
+        max_packet_size: max,
+        poll_interval: Duration::from_millis(50),
+        ..Options::DEFAULT
+    }
+}
+
+fn udp<C>()
+where
+    C: Process<Udp, Sizes> + Sync,
+{
+    // IPv6: a real oversize datagram against the largest useful max_packet_size.
+    let sizes = Sizes {
+        counters: harness::shared_counters(6),
+        max: UDP_MAX,
+    };
+    let server: Server<Udp, C, Sizes> =
+        Server::with_options("[::1]:0", sizes, options(UDP_MAX)).expect("bind ::1");
+    let client = UdpSocket::bind("[::1]:0").expect("client");
+    client.connect(server.server_address()).expect("connect");
+    client.set_read_timeout(Some(harness::CLIENT_TIMEOUT)).unwrap();
+    edges(&server, &client, UDP_MAX, &[UDP_MAX + 1, UDP6_MAX]);
+
+    // IPv4 with a small max_packet_size.
+    const SMALL: usize = 512;
+    let sizes = Sizes {
+        counters: harness::shared_counters(6),
+        max: SMALL,
+    };
+    let server: Server<Udp, C, Sizes> =
+        Server::with_options("127.0.0.1:0", sizes, options(SMALL)).expect("bind");
+    let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+    client.connect(server.server_address()).expect("connect");
+    client.set_read_timeout(Some(harness::CLIENT_TIMEOUT)).unwrap();
+    edges(&server, &client, SMALL, &[SMALL + 1, UDP_MAX]);
+}
+
+fn unix<C>()
+where
+    C: Process<UnixDatagram, Sizes> + Sync,
+{
+    let dir = harness::temp_dir("datagram");
+    let path = dir.join("server.sock");
+    let sizes = Sizes {
+        counters: harness::shared_counters(6),
+        max: UDP_MAX,
+    };
+    let server: Server<UnixDatagram, C, Sizes> =
+        Server::with_options(&path, sizes, options(UDP_MAX)).expect("bind");
+    // Bound to a name, so the server can reply.
+    let client = ClientDatagram::bind(dir.join("client.sock")).expect("client");
+    client.connect(Path::new(&path)).expect("connect");
+    client.set_read_timeout(Some(harness::CLIENT_TIMEOUT)).unwrap();
+    edges(&server, &client, UDP_MAX, &[UDP_MAX + 1, 100_000]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+isolated_tests! {
+    fn datagram_edges_udp_sync() {
+        udp::<Synchronous>();
+    }
+
+    fn datagram_edges_udp_threading() {
+        udp::<Threading>();
+    }
+
+    fn datagram_edges_udp_forking() {
+        udp::<Forking>();
+    }
+
+    fn datagram_edges_unix_sync() {
+        unix::<Synchronous>();
+    }
+
+    fn datagram_edges_unix_threading() {
+        unix::<Threading>();
+    }
+
+    fn datagram_edges_unix_forking() {
+        unix::<Forking>();
+    }
+}
