@@ -7,6 +7,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
@@ -469,7 +470,7 @@ impl Connector {
 }
 
 /// Connection churn: `concurrency` clients, each loops connect → send →
-/// receive the echo → close (normal close: FIN).
+/// receive the echo → close (RST, see [`abortive_close`]).
 pub fn churn(
     addr: SocketAddr,
     concurrency: usize,
@@ -495,7 +496,7 @@ pub fn churn(
             match c.event(i, &mut buf) {
                 Step::Pending => continue,
                 Step::Done(s, d) => {
-                    drop(s); // normal close
+                    abortive_close(s);
                     ops += 1;
                     lat.record(d);
                     phase.last_progress = now;
@@ -532,7 +533,9 @@ pub fn churn(
         c.poll.poll(&mut events, Some(Duration::from_millis(10)))?;
         let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
         for i in ready {
-            let _ = c.event(i, &mut buf);
+            if let Step::Done(s, _) = c.event(i, &mut buf) {
+                abortive_close(s);
+            }
         }
     }
     Ok(result)
@@ -592,12 +595,26 @@ pub fn open_idle(
     Ok(kept)
 }
 
-/// Closes idle connections gracefully (FIN) so forked children exit on EOF.
+/// Closes with SO_LINGER 0: the kernel sends RST and neither side keeps the
+/// connection in TIME_WAIT; the server's next read fails with ECONNRESET, which
+/// every echo handler in the harness treats as the end of the connection.
+///
+/// With a plain close (or FIN first, then RST, which races with the server's
+/// own FIN) the client's TIME_WAIT entries pile up over a run up to
+/// tcp_max_tw_buckets (131072 here) and connect() slows down until the table
+/// overflows, after which it speeds up again: churn rates then depend on what
+/// ran in the minute before (seen here: 13k/s vs 22k/s for the same server).
+pub fn abortive_close(s: TcpStream) {
+    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+    drop(s);
+}
+
+/// Closes idle connections (RST, see [`abortive_close`]); servers see the
+/// reset as the end of the connection and forked children exit.
 pub fn close_idle(conns: Vec<TcpStream>) {
-    for s in &conns {
-        let _ = s.shutdown(Shutdown::Write);
+    for s in conns {
+        abortive_close(s);
     }
-    drop(conns);
 }
 
 // ---------------------------------------------------------------------------
@@ -608,10 +625,84 @@ struct UdpSlot {
     sent_at: Instant,
 }
 
+/// Datagrams moved per recvmmsg/sendmmsg call.
+const MMSG: usize = 32;
+/// Receive buffer per datagram (echoes are `msg` bytes; anything longer is truncated).
+const RBUF: usize = 256;
+
+/// recvmmsg on a connected, non-blocking socket: fills `lens` and returns how many
+/// datagrams arrived (0 when none is pending).
+fn recv_batch(fd: RawFd, bufs: &mut [u8], lens: &mut [usize; MMSG]) -> io::Result<usize> {
+    debug_assert!(bufs.len() >= MMSG * RBUF);
+    // SAFETY: each iovec points into a distinct RBUF-sized chunk of `bufs`, which outlives
+    // the call; the headers point at those iovecs; the kernel writes at most RBUF bytes each.
+    unsafe {
+        let mut iov: [libc::iovec; MMSG] = std::mem::zeroed();
+        let mut hdr: [libc::mmsghdr; MMSG] = std::mem::zeroed();
+        for i in 0..MMSG {
+            iov[i].iov_base = bufs.as_mut_ptr().add(i * RBUF).cast();
+            iov[i].iov_len = RBUF;
+            hdr[i].msg_hdr.msg_iov = &mut iov[i];
+            hdr[i].msg_hdr.msg_iovlen = 1;
+        }
+        let n = libc::recvmmsg(
+            fd,
+            hdr.as_mut_ptr(),
+            MMSG as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        );
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::ConnectionRefused | ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        for i in 0..n as usize {
+            lens[i] = hdr[i].msg_len as usize;
+        }
+        Ok(n as usize)
+    }
+}
+
+/// sendmmsg of `count` datagrams of `msg` bytes laid out back to back in `bufs`. A
+/// datagram the kernel does not take (full buffer) is dropped: the loss timeout
+/// replaces it.
+fn send_batch(fd: RawFd, bufs: &[u8], msg: usize, count: usize) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < count {
+        // SAFETY: the iovecs point into `bufs` (live for the call, only read by the kernel).
+        let n = unsafe {
+            let mut iov: [libc::iovec; MMSG] = std::mem::zeroed();
+            let mut hdr: [libc::mmsghdr; MMSG] = std::mem::zeroed();
+            let k = count - sent;
+            for i in 0..k {
+                iov[i].iov_base = bufs.as_ptr().add((sent + i) * msg) as *mut libc::c_void;
+                iov[i].iov_len = msg;
+                hdr[i].msg_hdr.msg_iov = &mut iov[i];
+                hdr[i].msg_hdr.msg_iovlen = 1;
+            }
+            libc::sendmmsg(fd, hdr.as_mut_ptr(), k as libc::c_uint, libc::MSG_DONTWAIT)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                ErrorKind::Interrupted => continue,
+                ErrorKind::WouldBlock | ErrorKind::ConnectionRefused => Ok(()),
+                _ => Err(e),
+            };
+        }
+        sent += n as usize;
+    }
+    Ok(())
+}
+
 /// `sockets` connected UDP sockets with `window` datagrams outstanding each;
 /// a datagram not answered within `loss_timeout` counts as lost and is
 /// replaced by a new one (late answers are recognised by their sequence number
-/// and ignored).
+/// and ignored). Datagrams move in batches (recvmmsg/sendmmsg) to keep the
+/// generator's cost per datagram well below the servers'.
 pub fn udp_echo(
     addr: SocketAddr,
     sockets: usize,
@@ -621,7 +712,7 @@ pub fn udp_echo(
     bounds: Bounds,
     mut probe: Probe<'_>,
 ) -> io::Result<RunResult> {
-    assert!(msg >= 8);
+    assert!((8..=RBUF).contains(&msg) && window <= MMSG);
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut socks = Vec::with_capacity(sockets);
@@ -640,70 +731,78 @@ pub fn udp_echo(
                 .collect(),
         );
     }
-    let mut out = payload(msg, 0);
-    let send = |s: &UdpSocket, out: &mut Vec<u8>, slot: usize, seq: u32| -> io::Result<()> {
-        out[..4].copy_from_slice(&(slot as u32).to_le_bytes());
-        out[4..8].copy_from_slice(&seq.to_le_bytes());
-        match s.send(out) {
-            Ok(_) => Ok(()),
-            // A full socket buffer or a refused port (ICMP) drops this
-            // datagram; the loss timeout replaces it.
-            Err(e) if would_block(&e) || e.kind() == ErrorKind::ConnectionRefused => Ok(()),
-            Err(e) => Err(e),
-        }
+    let template = payload(msg, 0);
+    let mut out = template.repeat(MMSG);
+    let stamp = |out: &mut [u8], k: usize, slot: usize, seq: u32| {
+        let d = &mut out[k * msg..];
+        d[..4].copy_from_slice(&(slot as u32).to_le_bytes());
+        d[4..8].copy_from_slice(&seq.to_le_bytes());
     };
     let mut phase = Phase::new(bounds, &mut probe);
     for (i, s) in socks.iter().enumerate() {
         for (j, sl) in slots[i].iter_mut().enumerate() {
             sl.sent_at = Instant::now();
-            send(s, &mut out, j, sl.seq)?;
+            stamp(&mut out, j, j, sl.seq);
         }
+        send_batch(s.as_raw_fd(), &out, msg, window)?;
     }
     let mut lat = Latencies::with_cap(bounds.max_ops.min(20_000_000) as usize);
     let (mut ops, mut lost) = (0u64, 0u64);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut rbufs = vec![0u8; MMSG * RBUF];
+    let mut lens = [0usize; MMSG];
     let mut last_scan = Instant::now();
     loop {
         poll.poll(&mut events, Some(Duration::from_millis(5)))?;
         let mut now = Instant::now();
         for ev in events.iter() {
             let i = ev.token().0;
-            let s = &socks[i];
+            let fd = socks[i].as_raw_fd();
             loop {
-                match s.recv(&mut buf) {
-                    Ok(n) if n >= 8 => {
-                        let slot = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
-                        let seq = u32::from_le_bytes(buf[4..8].try_into().unwrap());
-                        if let Some(sl) = slots[i].get_mut(slot) {
-                            if sl.seq == seq {
-                                now = Instant::now();
-                                lat.record(now - sl.sent_at);
-                                ops += 1;
-                                phase.last_progress = now;
-                                sl.seq = sl.seq.wrapping_add(1);
-                                sl.sent_at = now;
-                                send(s, &mut out, slot, sl.seq)?;
-                            }
+                let n = recv_batch(fd, &mut rbufs, &mut lens)?;
+                if n == 0 {
+                    break;
+                }
+                now = Instant::now();
+                let mut k = 0;
+                for (d, &len) in lens.iter().enumerate().take(n) {
+                    if len < 8 {
+                        continue;
+                    }
+                    let b = &rbufs[d * RBUF..];
+                    let slot = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+                    let seq = u32::from_le_bytes(b[4..8].try_into().unwrap());
+                    if let Some(sl) = slots[i].get_mut(slot) {
+                        if sl.seq == seq {
+                            lat.record(now - sl.sent_at);
+                            ops += 1;
+                            sl.seq = sl.seq.wrapping_add(1);
+                            sl.sent_at = now;
+                            stamp(&mut out, k, slot, sl.seq);
+                            k += 1;
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) if would_block(&e) => break,
-                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                }
+                if k > 0 {
+                    phase.last_progress = now;
+                    send_batch(fd, &out, msg, k)?;
                 }
             }
         }
         if now - last_scan >= Duration::from_millis(5) {
             last_scan = now;
             for (i, s) in socks.iter().enumerate() {
+                let mut k = 0;
                 for (j, sl) in slots[i].iter_mut().enumerate() {
                     if now - sl.sent_at >= loss_timeout {
                         lost += 1;
                         sl.seq = sl.seq.wrapping_add(1);
                         sl.sent_at = now;
-                        send(s, &mut out, j, sl.seq)?;
+                        stamp(&mut out, k, j, sl.seq);
+                        k += 1;
                     }
+                }
+                if k > 0 {
+                    send_batch(s.as_raw_fd(), &out, msg, k)?;
                 }
             }
         }

@@ -234,6 +234,23 @@ pub fn server_cpu(proc: &ServerProc) -> f64 {
     ticks as f64 / clock_ticks()
 }
 
+/// Busy CPU seconds of the whole machine (all cores) from /proc/stat:
+/// user + nice + system + irq + softirq + steal.
+pub fn machine_busy() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) as f64 / clock_ticks()
+}
+
 fn status_kb(pid: u32, file: &str, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
     s.lines()

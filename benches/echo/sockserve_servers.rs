@@ -15,13 +15,19 @@ use sockserve::{
 
 use super::servers::{announce, ServeArgs};
 
-/// Ping-pong echo: writes back whatever is available, not line-based.
+/// Ping-pong echo: writes back whatever is available, not line-based. A reset
+/// connection (the load generator closes with RST) ends the request like EOF,
+/// as in every other server of the harness.
 pub struct Echo;
 
 impl StreamHandler for Echo {
     fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
         loop {
-            let buf = req.rfile.fill_buf()?;
+            let buf = match req.rfile.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(e),
+            };
             if buf.is_empty() {
                 return Ok(());
             }

@@ -17,7 +17,11 @@ import socketserver
 
 
 class StreamEcho(socketserver.StreamRequestHandler):
-    """Ping-pong echo: whatever is available is written back (not line-based)."""
+    """Ping-pong echo: whatever is available is written back (not line-based).
+
+    A reset connection (the load generator closes with RST) ends the request
+    like EOF, as in every other server of the harness.
+    """
 
     disable_nagle_algorithm = True
 
@@ -25,7 +29,10 @@ class StreamEcho(socketserver.StreamRequestHandler):
         read1 = self.rfile.read1
         write = self.wfile.write
         while True:
-            data = read1(65536)
+            try:
+                data = read1(65536)
+            except ConnectionResetError:
+                return
             if not data:
                 return
             write(data)
