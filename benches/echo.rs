@@ -653,6 +653,7 @@ fn ceiling(out: &mut String, res: &Results) {
     for (w, name) in [
         (Workload::PingPong, "raw-threaded"),
         (Workload::Churn, "raw-threaded"),
+        (Workload::Churn, "raw-sync"),
         (Workload::Udp, "raw-udp"),
     ] {
         if let Some(Ok(Median { sample: m, .. })) = res.median(w, name) {
@@ -667,6 +668,89 @@ fn ceiling(out: &mut String, res: &Results) {
             );
         }
     }
+}
+
+/// Bare costs of the concurrency primitives, measured in a small fresh process
+/// (`--costs`, the bench binary re-executed) and in python3: what a per-connection
+/// thread or process costs before any socket work.
+fn reference_costs(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\nReference costs (per operation, wall time, best of 3 batches)"
+    );
+    let run = |cmd: &mut std::process::Command| -> String {
+        cmd.stdin(std::process::Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("failed: {e}\n"))
+    };
+    if let Ok(exe) = std::env::current_exe() {
+        out.push_str(&run(std::process::Command::new(exe).arg("--costs")));
+    }
+    out.push_str(&run(std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PY_COSTS)));
+}
+
+const PY_COSTS: &str = "
+import os, threading, time
+def best(f, n):
+    b = 1e9
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(n):
+            f()
+        b = min(b, (time.perf_counter() - t) / n)
+    return b * 1e6
+def spawn_join():
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+def fork_wait():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print('python3 threading.Thread start+join        %8.1f us' % best(spawn_join, 1000))
+print('python3 os.fork + os._exit + waitpid       %8.1f us' % best(fork_wait, 200))
+";
+
+/// `--costs`: bare thread and process costs of a small Rust process.
+fn print_costs() {
+    fn best(n: u32, mut f: impl FnMut()) -> f64 {
+        let mut b = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            b = b.min(t.elapsed().as_secs_f64() / n as f64);
+        }
+        b * 1e6
+    }
+    let spawn = best(2000, || std::thread::spawn(|| {}).join().unwrap());
+    let named = best(2000, || {
+        std::thread::Builder::new()
+            .name("sockserve-handler".into())
+            .spawn(|| {})
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    let fork = best(300, || {
+        // SAFETY: the child only calls _exit; the parent reaps it.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+        }
+    });
+    println!("rust std::thread::spawn + join              {spawn:8.1} us");
+    println!("rust thread::Builder::name().spawn + join   {named:8.1} us");
+    println!("rust fork + _exit + waitpid (small process) {fork:8.1} us");
 }
 
 // ---------------------------------------------------------------------------
@@ -718,6 +802,10 @@ fn main() {
             eprintln!("server {}: {e}", a.name);
             std::process::exit(1);
         }
+        return;
+    }
+    if has("--costs") {
+        print_costs();
         return;
     }
     if has("--help") || has("-h") {
@@ -843,6 +931,7 @@ fn main() {
     );
     ratios(&mut out, &res);
     ceiling(&mut out, &res);
+    reference_costs(&mut out);
     let _ = writeln!(
         out,
         "\ntotal {:.1}s; load average at end: {}",
