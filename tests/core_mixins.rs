@@ -280,3 +280,47 @@ fn zombie_children() -> usize {
         })
         .count()
 }
+
+/// Set by the `atexit` hook below; the hook appends this process's pid to the file it names.
+static ATEXIT_MARKER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+extern "C" fn record_exit() {
+    // At the test binary's own exit the directory is gone: nothing to record then.
+    let Some(path) = ATEXIT_MARKER.get() else { return };
+    if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(path) {
+        let _ = writeln!(file, "{}", std::process::id());
+    }
+}
+
+#[test]
+fn forked_children_exit_without_running_the_parents_exit_handlers() {
+    let _serial = forking_lock();
+    let dir = util::TempDir::new("atexit");
+    let marker = dir.path("exits");
+    std::fs::write(&marker, "").unwrap();
+    ATEXIT_MARKER.set(marker.clone()).unwrap();
+    // SAFETY: `record_exit` is a plain extern "C" function that lives for the whole process.
+    assert_eq!(unsafe { libc::atexit(record_exit) }, 0);
+    let options = fast(Options::DEFAULT);
+    let server = ForkingTcpServer::with_options("127.0.0.1:0", Work::default(), options).unwrap();
+    let addr = server.server_address();
+    let running = Running::start(server);
+    for line in ["count", "fail", "panic"] {
+        reply(send(addr, line));
+    }
+    let concurrency = running.server.concurrency();
+    assert!(eventually(LIMIT, || concurrency.reaped_children() == 3));
+    let recorded = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(recorded, "", "a child ran the parent's atexit handlers");
+    // Control: a child that leaves through exit() does run them, so the check above can fail.
+    // SAFETY: the child only calls exit(0), which is what the control is about.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: ends the child; its exit handlers run, as intended.
+        unsafe { libc::exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a live c_int; `pid` is the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), pid.to_string());
+}
