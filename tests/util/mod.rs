@@ -46,7 +46,7 @@ where
             .expect("serve_forever panicked");
         let server = Arc::clone(&self.server);
         drop(self);
-        let server = Arc::try_unwrap(server).ok().expect("server still shared");
+        let server = Arc::try_unwrap(server).expect("server still shared");
         (result, server)
     }
 
