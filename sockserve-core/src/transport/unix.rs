@@ -402,7 +402,10 @@ impl Transport for UnixDatagram {
 impl DatagramTransport for UnixDatagram {
     type Socket = net::UnixDatagram;
     fn send_to(socket: &net::UnixDatagram, buf: &[u8], address: &UnixAddr) -> io::Result<usize> {
-        SockRef::from(socket).send_to(buf, &address.to_sockaddr()?)
+        // Never wait for a client that does not read its replies (its queue is full): the
+        // reply is dropped with `WouldBlock`, reported to `handle_error`, as UDP would drop
+        // it, instead of stalling the server.
+        SockRef::from(socket).send_to_with_flags(buf, &address.to_sockaddr()?, libc::MSG_DONTWAIT)
     }
 }
 
