@@ -11,7 +11,7 @@ use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram as ClientDatagram;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
 use sockserve::transport::{DatagramTransport, Udp, UnixDatagram};
@@ -31,6 +31,8 @@ const OTHER_ERRORS: usize = 2;
 const SAW_OVERSIZE: usize = 3;
 const SAW_EMPTY: usize = 4;
 const SAW_MAX: usize = 5;
+/// Replies that could not be sent without waiting (the client does not read).
+const DROPPED: usize = 6;
 
 /// Replies `len N` to each datagram and checks its content.
 struct Sizes {
@@ -63,6 +65,7 @@ impl<T: DatagramTransport> DatagramHandler<T> for Sizes {
             {
                 bump(&self.counters[TRUNCATED])
             }
+            RequestError::Io(e) if e.kind() == io::ErrorKind::WouldBlock => bump(&self.counters[DROPPED]),
             other => {
                 eprintln!("unexpected error: {other}");
                 bump(&self.counters[OTHER_ERRORS]);
@@ -142,6 +145,7 @@ where
     assert_eq!(get(&counters[SAW_MAX]), 1);
     assert_eq!(get(&counters[TRUNCATED]), oversize.len() as u64);
     assert_eq!(get(&counters[OTHER_ERRORS]), 0);
+    assert_eq!(get(&counters[DROPPED]), 0);
 }
 
 fn options(max: usize) -> Options {
@@ -158,7 +162,7 @@ where
 {
     // IPv6: a real oversize datagram against the largest useful max_packet_size.
     let sizes = Sizes {
-        counters: harness::shared_counters(6),
+        counters: harness::shared_counters(7),
         max: UDP_MAX,
     };
     let server: Server<Udp, C, Sizes> =
@@ -171,7 +175,7 @@ where
     // IPv4 with a small max_packet_size.
     const SMALL: usize = 512;
     let sizes = Sizes {
-        counters: harness::shared_counters(6),
+        counters: harness::shared_counters(7),
         max: SMALL,
     };
     let server: Server<Udp, C, Sizes> =
@@ -189,7 +193,7 @@ where
     let dir = harness::temp_dir("datagram");
     let path = dir.join("server.sock");
     let sizes = Sizes {
-        counters: harness::shared_counters(6),
+        counters: harness::shared_counters(7),
         max: UDP_MAX,
     };
     let server: Server<UnixDatagram, C, Sizes> =
@@ -201,6 +205,103 @@ where
     edges(&server, &client, UDP_MAX, &[UDP_MAX + 1, 100_000]);
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Unix datagram clients that send requests but never read the replies. An unconnected
+/// one fills its receive queue (`net.unix.max_dgram_qlen`, often 10); a connected one, which
+/// the kernel exempts from that limit, ties up the server's send buffer (a Unix datagram is
+/// charged to its sender until it is read). Either way the server must not stall: every
+/// request is handled, the replies that do not fit are dropped and reported to
+/// `handle_error` (`WouldBlock`), and it shuts down on request. While only the unconnected
+/// one is deaf, another client is answered within 2 s.
+fn unix_clients_that_never_read<C>()
+where
+    C: Process<UnixDatagram, Sizes> + Sync,
+{
+    const UNCONNECTED: u64 = 100;
+    const CONNECTED: u64 = 1000;
+    let dir = harness::temp_dir("datagram-deaf");
+    let path = dir.join("server.sock");
+    let sizes = Sizes {
+        counters: harness::shared_counters(7),
+        max: 1024,
+    };
+    let counters = sizes.counters;
+    let server: Server<UnixDatagram, C, Sizes> =
+        Server::with_options(&path, sizes, options(1024)).expect("bind");
+    let client = ClientDatagram::bind(dir.join("client.sock")).expect("client");
+    client.connect(Path::new(&path)).expect("connect");
+    client.set_read_timeout(Some(harness::CLIENT_TIMEOUT)).unwrap();
+    let unconnected = ClientDatagram::bind(dir.join("deaf.sock")).expect("client");
+    let connected = ClientDatagram::bind(dir.join("deaf-connected.sock")).expect("client");
+    connected.connect(Path::new(&path)).expect("connect");
+    harness::serving(&server, || {
+        for _ in 0..UNCONNECTED {
+            unconnected.send_to(b"never read the reply", &path).expect("send");
+        }
+        let handled = harness::eventually(Duration::from_secs(10), || get(&counters[HANDLED]) == UNCONNECTED);
+        assert!(handled, "handled {} of {UNCONNECTED}", get(&counters[HANDLED]));
+        let asked = Instant::now();
+        accepted(&client, b"ping");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "answered after {:?}",
+            asked.elapsed()
+        );
+        let dropped = get(&counters[DROPPED]);
+        println!("unconnected deaf client: {dropped} of {UNCONNECTED} replies dropped");
+        assert!(dropped > 0, "the deaf client's queue never filled");
+
+        for _ in 0..CONNECTED {
+            connected.send(b"never read the reply either").expect("send");
+        }
+        let total = UNCONNECTED + 1 + CONNECTED;
+        let handled = harness::eventually(Duration::from_secs(10), || get(&counters[HANDLED]) == total);
+        assert!(handled, "handled {} of {total}", get(&counters[HANDLED]));
+        println!(
+            "connected deaf client: {} of {CONNECTED} replies dropped",
+            get(&counters[DROPPED]) - dropped
+        );
+        assert_eq!(get(&counters[OTHER_ERRORS]), 0);
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A UDP client that never reads its replies: loopback drops what does not fit its receive
+/// buffer, and the server goes on.
+fn udp_client_that_never_reads<C>()
+where
+    C: Process<Udp, Sizes> + Sync,
+{
+    const UNREAD: u64 = 1000;
+    let sizes = Sizes {
+        counters: harness::shared_counters(7),
+        max: 1024,
+    };
+    let counters = sizes.counters;
+    let server: Server<Udp, C, Sizes> =
+        Server::with_options("127.0.0.1:0", sizes, options(1024)).expect("bind");
+    let deaf = UdpSocket::bind("127.0.0.1:0").expect("client");
+    deaf.connect(server.server_address()).expect("connect");
+    let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+    client.connect(server.server_address()).expect("connect");
+    client.set_read_timeout(Some(harness::CLIENT_TIMEOUT)).unwrap();
+    harness::serving(&server, || {
+        for _ in 0..UNREAD {
+            deaf.send(&[b'x'; 512]).expect("send");
+        }
+        // Some requests may be dropped by the server's own receive buffer: that is UDP.
+        let settled = harness::eventually(Duration::from_secs(10), || {
+            let before = get(&counters[HANDLED]);
+            std::thread::sleep(Duration::from_millis(50));
+            get(&counters[HANDLED]) == before
+        });
+        assert!(settled);
+        accepted(&client, b"ping");
+        assert_eq!(get(&counters[OTHER_ERRORS]), 0);
+        assert_eq!(get(&counters[DROPPED]), 0);
+    });
 }
 
 isolated_tests! {
@@ -226,5 +327,29 @@ isolated_tests! {
 
     fn datagram_edges_unix_forking() {
         unix::<Forking>();
+    }
+
+    fn datagram_deaf_clients_unix_sync() {
+        unix_clients_that_never_read::<Synchronous>();
+    }
+
+    fn datagram_deaf_clients_unix_threading() {
+        unix_clients_that_never_read::<Threading>();
+    }
+
+    fn datagram_deaf_clients_unix_forking() {
+        unix_clients_that_never_read::<Forking>();
+    }
+
+    fn datagram_deaf_client_udp_sync() {
+        udp_client_that_never_reads::<Synchronous>();
+    }
+
+    fn datagram_deaf_client_udp_threading() {
+        udp_client_that_never_reads::<Threading>();
+    }
+
+    fn datagram_deaf_client_udp_forking() {
+        udp_client_that_never_reads::<Forking>();
     }
 }
