@@ -98,7 +98,7 @@ fn run() -> io::Result<()> {
     let allowed = match parse_allow(args.value("allow").unwrap_or("127.0.0.1,::1")) {
         Ok(allowed) => allowed,
         Err(message) => {
-            eprintln!("error: --allow: {message}");
+            log::error!("--allow: {message}");
             std::process::exit(2);
         }
     };

@@ -276,11 +276,11 @@ fn run() -> io::Result<()> {
     let root = match fs::canonicalize(directory) {
         Ok(root) if root.is_dir() => root,
         Ok(_) => {
-            eprintln!("error: --directory {directory}: not a directory");
+            log::error!("--directory {directory}: not a directory");
             std::process::exit(2);
         }
         Err(e) => {
-            eprintln!("error: --directory {directory}: {e}");
+            log::error!("--directory {directory}: {e}");
             std::process::exit(2);
         }
     };
