@@ -328,6 +328,7 @@ fn run_idle(cfg: &Config, spec: &'static ServerSpec) -> io::Result<IdleSample> {
     loadgen::close_idle(warm);
     std::thread::sleep(Duration::from_millis(600));
     let base = servers::memory(&srv);
+    let profiler = cfg.profile.as_deref().and_then(|cmd| start_profiler(cmd, &srv));
     let t0 = Instant::now();
     let conns = loadgen::open_idle(
         srv.addr,
@@ -337,6 +338,9 @@ fn run_idle(cfg: &Config, spec: &'static ServerSpec) -> io::Result<IdleSample> {
         Duration::from_secs(if cfg.quick { 30 } else { 120 }),
     )?;
     let setup = t0.elapsed();
+    if let Some(p) = profiler {
+        stop_profiler(p);
+    }
     std::thread::sleep(Duration::from_millis(500));
     let loaded = servers::memory(&srv);
     loadgen::close_idle(conns);
@@ -589,8 +593,25 @@ const TARGETS: &[Target] = &[
     },
 ];
 
+/// Server CPU per operation of the peer over ours: how much cheaper each
+/// request is for our server, whatever bounds the throughput.
+fn cpu_ratio(res: &Results, w: Workload, ours: &str, peer: &str) -> String {
+    match (res.median(w, ours), res.median(w, peer)) {
+        (Some(Ok(a)), Some(Ok(b))) => format!(
+            "{:.2} vs {:.2} us = {:.2}x cheaper",
+            a.sample.srv_cpu_us,
+            b.sample.srv_cpu_us,
+            b.sample.srv_cpu_us / a.sample.srv_cpu_us
+        ),
+        _ => "-".into(),
+    }
+}
+
 fn ratios(out: &mut String, res: &Results) {
-    let _ = writeln!(out, "\nRatios (medians of this run)");
+    let _ = writeln!(
+        out,
+        "\nRatios (throughput of the medians of this run; server CPU per operation alongside)"
+    );
     for t in TARGETS {
         match (res.rate(t.workload, t.ours), res.rate(t.workload, t.peer)) {
             (Some(a), Some(b)) => {
@@ -598,8 +619,11 @@ fn ratios(out: &mut String, res: &Results) {
                 let verdict = if r >= t.min { "PASS" } else { "MISS" };
                 let _ = writeln!(
                     out,
-                    "{:<46} {:>6.2}x  (target >= {:.2}x)  {verdict}",
-                    t.label, r, t.min
+                    "{:<46} {:>6.2}x  (target >= {:.2}x)  {verdict}   server CPU/op: {}",
+                    t.label,
+                    r,
+                    t.min,
+                    cpu_ratio(res, t.workload, t.ours, t.peer)
                 );
             }
             _ => {
@@ -768,7 +792,8 @@ OPTIONS
                           py-udp ss-sync ss-threading ss-forking ss-udp
   --workloads 1,2,3,4     only these workloads (1 ping-pong, 2 churn, 3 UDP, 4 idle memory)
   --idle-conns N          idle connections for workload 4 (default 10000, quick 2000)
-  --profile CMD           run CMD over each measured window of workloads 1-3, {pid} = server pid,
+  --profile CMD           run CMD over each measured window ({pid} = server pid; workload 4: while
+                          the idle connections are set up),
                           stopped with SIGINT, e.g. 'perf stat -e context-switches -p {pid}'
                           or 'perf record -g -o /tmp/x.data -p {pid}'
 
