@@ -21,9 +21,10 @@ use crate::Options;
 /// (`close_request`) and goes on.
 ///
 /// - `max_children` (default 40): at the limit the server waits for a child to exit before
-///   forking again.
-/// - Children are reaped by `collect_children`, which runs on every loop iteration
-///   (`service_actions`), after `handle_request` and at `server_close`; only this server's
+///   forking again, or until a shutdown is requested (the request already accepted is then
+///   served anyway), so a server whose children are all stuck still stops.
+/// - Children that have exited are reaped on every loop iteration (`service_actions`), after
+///   `handle_request` and, by `collect_children`, at `server_close`; only this server's
 ///   children are reaped, never other children of the process.
 /// - `block_on_close` (default): `server_close` waits for every child.
 ///
@@ -107,6 +108,20 @@ impl Forking {
         self.reap_exited(blocking);
     }
 
+    /// While at `max_children`, waits for a child to exit, polling (from 1 ms, up to 20 ms
+    /// apart) so that `give_up` is asked in between: a blocking wait could not see a shutdown.
+    fn wait_for_slot(&self, give_up: impl Fn() -> bool) {
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            self.reap_exited(false);
+            if self.active_children() < self.max_children.max(1) || give_up() {
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
+        }
+    }
+
     fn reap_exited(&self, blocking: bool) {
         let pids: Vec<libc::pid_t> = self.lock().iter().copied().collect();
         for pid in pids {
@@ -128,12 +143,14 @@ impl Concurrency for Forking {
         })
     }
 
+    // Reap without waiting at max_children: the wait belongs to process_request, where a
+    // shutdown can end it.
     fn service_actions(&self) {
-        self.collect_children(false);
+        self.reap_exited(false);
     }
 
     fn handle_timeout(&self) {
-        self.collect_children(false);
+        self.reap_exited(false);
     }
 
     fn server_close(&self) {
@@ -146,7 +163,7 @@ where
     T::Kind: Dispatch<T, H>,
 {
     fn process_request(&self, core: &Arc<ServerCore<T, H>>, request: T::Request, client_address: T::Address) {
-        self.collect_children(false);
+        self.wait_for_slot(|| core.context().is_shutdown_requested());
         match sys::fork() {
             Ok(Forked::Parent(pid)) => {
                 self.lock().insert(pid);
