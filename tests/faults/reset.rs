@@ -67,9 +67,9 @@ where
         Server::with_options("127.0.0.1:0", LineOrError { counters }, options).expect("bind");
     let addr = server.server_address();
     harness::serving(&server, || {
-        // Warm up (lazily created state of the loop and the clients), then take the baseline.
-        assert_eq!(harness::ask_tcp(addr, "hello").expect("warm-up request"), "ok");
+        // The baseline: the server serving, nothing in flight.
         let baseline = Usage::now();
+        assert_eq!(harness::ask_tcp(addr, "hello").expect("warm-up request"), "ok");
 
         // The clients run in a process of their own: a child of a forking server would
         // otherwise inherit the client ends, and their close would reset nothing.

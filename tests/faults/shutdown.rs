@@ -134,13 +134,14 @@ fn shutdown_in_flight() {
     println!(
         "shutdown() took {shutdown_took:?}; serve_forever returned {returned_after:?} after it was called"
     );
-    assert!(
-        returned_after <= shutdown_took,
-        "shutdown() returned before serve_forever did"
-    );
+    // Both well within one poll_interval: the loop was woken, not left to its next tick.
     assert!(
         shutdown_took < Duration::from_secs(2),
         "shutdown() waited {shutdown_took:?} (poll_interval {POLL_INTERVAL:?})"
+    );
+    assert!(
+        returned_after < Duration::from_secs(2),
+        "serve_forever returned {returned_after:?} after shutdown() (poll_interval {POLL_INTERVAL:?})"
     );
 
     // server_close waits for every handler in flight: open the gate a little later.
@@ -180,8 +181,67 @@ fn shutdown_in_flight() {
     assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused, "{error}");
 }
 
+/// Holds each connection until its client stops sending.
+struct Holding;
+
+impl StreamHandler for Holding {
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        io::copy(&mut req.rfile, &mut io::sink())?;
+        Ok(())
+    }
+}
+
+/// A forking server whose children are all busy (at `max_children`) still stops at once on
+/// `shutdown()`: waiting for a child to exit must not keep the loop from seeing the request.
+fn shutdown_at_max_children() {
+    const MAX_CHILDREN: usize = 2;
+    let options = Options {
+        max_children: MAX_CHILDREN,
+        poll_interval: Duration::from_millis(50),
+        ..Options::DEFAULT
+    };
+    let server = sockserve::ForkingTcpServer::with_options("127.0.0.1:0", Holding, options).expect("bind");
+    let addr = server.server_address();
+    let (stopped, took) = thread::scope(|s| {
+        let serve = s.spawn(|| server.serve_forever());
+        // Busy children; one more connection waits for a free slot.
+        let clients: Vec<TcpStream> = (0..=MAX_CHILDREN)
+            .map(|_| harness::connect_tcp(addr).expect("connect"))
+            .collect();
+        assert!(harness::eventually(Duration::from_secs(5), || {
+            server.concurrency().active_children() == MAX_CHILDREN
+        }));
+        let (done, stopped) = std::sync::mpsc::channel();
+        let server = &server;
+        s.spawn(move || {
+            let asked = Instant::now();
+            server.shutdown();
+            let _ = done.send(asked.elapsed());
+        });
+        let took = stopped.recv_timeout(Duration::from_secs(2));
+        // Release the children either way, so nothing hangs.
+        for client in &clients {
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let took = took.or_else(|_| stopped.recv_timeout(harness::CLIENT_TIMEOUT));
+        let served = serve.join().expect("serve thread");
+        (served, took)
+    });
+    stopped.expect("serve_forever");
+    let took = took.expect("shutdown() never returned");
+    println!("shutdown() at max_children returned after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown() waited {took:?} for a child to exit"
+    );
+}
+
 isolated_tests! {
     fn shutdown_with_requests_in_flight_threading() {
         shutdown_in_flight();
+    }
+
+    fn shutdown_at_max_children_forking() {
+        shutdown_at_max_children();
     }
 }
