@@ -1,9 +1,9 @@
 //! What every example server of the gallery shares: the command line, the `listening on ADDR`
 //! line, graceful stop on SIGTERM/SIGINT, and bounded, stop-aware reading from clients.
 //!
-//! Included by each example with `#[path = "../support/mod.rs"] mod support;` (or
-//! `"support/mod.rs"` from a top-level example file). It lives in `examples/support/mod.rs`, a path
-//! cargo does not take for an example of its own.
+//! Included by each example with `#[path = "support/mod.rs"] mod support;` (`"../support/mod.rs"`
+//! from `examples/http_server/main.rs`). It lives in `examples/support/mod.rs`, a path cargo does
+//! not take for an example of its own.
 //!
 //! The contract each example keeps:
 //! - `--bind ADDR` (host:port for TCP/UDP, a path for Unix sockets), a loopback default, port 0
@@ -18,6 +18,8 @@
 //! [`POLL`] and reports end of input once the flag is set and the client is idle, so a handler
 //! finishes the request it is working on and then returns. The flag lives in a shared anonymous
 //! memory page, so the children of a forking server see it too.
+
+// Each example uses a part of this module.
 #![allow(dead_code)]
 
 use std::fmt::Display;
