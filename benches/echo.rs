@@ -73,6 +73,8 @@ struct Config {
     retry_budget: usize,
     /// A command run over each measured window (`{pid}`: the server's pid).
     profile: Option<String>,
+    /// Total time the harness may wait for a quiet machine before runs.
+    wait_budget: Duration,
 }
 
 impl Config {
@@ -97,6 +99,7 @@ impl Config {
                 idle_conns_py_forking: 200,
                 retry_budget: 4,
                 profile: None,
+                wait_budget: Duration::from_secs(5),
             }
         } else {
             Config {
@@ -111,6 +114,7 @@ impl Config {
                 idle_conns_py_forking: 1_000,
                 retry_budget: 24,
                 profile: None,
+                wait_budget: Duration::from_secs(600),
             }
         }
     }
@@ -353,7 +357,38 @@ fn run_idle(cfg: &Config, spec: &'static ServerSpec) -> io::Result<IdleSample> {
     })
 }
 
-fn measure(cfg: &Config, res: &mut Results, w: Workload, s: &'static ServerSpec) {
+/// Waits (bounded by what is left of `budget`) until the rest of the machine
+/// uses less than half of [`NOISY`] of a core, sampled over 300 ms while the
+/// harness itself is idle. Returns whether it is quiet.
+fn wait_quiet(budget: &mut Duration) -> bool {
+    let t0 = Instant::now();
+    let quiet = loop {
+        let b0 = servers::machine_busy();
+        let s0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        let busy = (servers::machine_busy() - b0) / s0.elapsed().as_secs_f64();
+        if busy <= NOISY / 2.0 {
+            break true;
+        }
+        if t0.elapsed() >= *budget {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    };
+    let waited = t0.elapsed();
+    *budget = budget.saturating_sub(waited);
+    if waited > Duration::from_secs(1) {
+        eprintln!(
+            "  waited {:.0}s for the machine to quiet down ({})",
+            waited.as_secs_f64(),
+            if quiet { "quiet" } else { "gave up" }
+        );
+    }
+    quiet
+}
+
+fn measure(cfg: &Config, res: &mut Results, w: Workload, s: &'static ServerSpec, wait: &mut Duration) {
+    wait_quiet(wait);
     let r = run_throughput(cfg, w, s).map_err(|e| e.to_string());
     match &r {
         Ok(m) => eprintln!(
@@ -598,7 +633,7 @@ const TARGETS: &[Target] = &[
 fn cpu_ratio(res: &Results, w: Workload, ours: &str, peer: &str) -> String {
     match (res.median(w, ours), res.median(w, peer)) {
         (Some(Ok(a)), Some(Ok(b))) => format!(
-            "{:.2} vs {:.2} us = {:.2}x cheaper",
+            "ours {:.2} us, peer {:.2} us, peer/ours {:.2}",
             a.sample.srv_cpu_us,
             b.sample.srv_cpu_us,
             b.sample.srv_cpu_us / a.sample.srv_cpu_us
@@ -792,6 +827,8 @@ OPTIONS
                           py-udp ss-sync ss-threading ss-forking ss-udp
   --workloads 1,2,3,4     only these workloads (1 ping-pong, 2 churn, 3 UDP, 4 idle memory)
   --idle-conns N          idle connections for workload 4 (default 10000, quick 2000)
+  --wait-budget SECS       total time to wait for other work on the machine to stop before runs
+                          (default 600, quick 5; 0 = never wait)
   --profile CMD           run CMD over each measured window ({pid} = server pid; workload 4: while
                           the idle connections are set up),
                           stopped with SIGINT, e.g. 'perf stat -e context-switches -p {pid}'
@@ -847,6 +884,9 @@ fn main() {
     if let Some(r) = get("--repeat").and_then(|v| v.parse().ok()) {
         cfg.repeat = r;
     }
+    if let Some(secs) = get("--wait-budget").and_then(|v| v.parse().ok()) {
+        cfg.wait_budget = Duration::from_secs(secs);
+    }
     cfg.profile = get("--profile");
     if cfg.profile.is_some() {
         // Profiled runs are for looking inside, not for the table's medians.
@@ -894,10 +934,13 @@ fn main() {
 
     let mut res = Results::default();
     let mut retries = 0;
+    // Total time the harness may wait for other work on the machine to finish.
+    let mut wait_budget = cfg.wait_budget;
     for &w in &cfg.workloads {
         if w == Workload::Idle {
             for s in cfg.servers.iter().copied().filter(|s| w.applies(s)) {
                 eprintln!("[{:>5.1}s] W4 {}", started.elapsed().as_secs_f64(), s.name);
+                wait_quiet(&mut wait_budget);
                 let r = run_idle(&cfg, s).map_err(|e| e.to_string());
                 if let Err(e) = &r {
                     eprintln!("  {}: {e}", s.name);
@@ -916,20 +959,23 @@ fn main() {
                     rep + 1,
                     cfg.repeat
                 );
-                measure(&cfg, &mut res, w, s);
+                measure(&cfg, &mut res, w, s, &mut wait_budget);
             }
         }
-        // Runs disturbed by other work on the machine are repeated (bounded).
+        // Runs disturbed by other work on the machine are repeated (bounded:
+        // at most `repeat` extra runs per server, `retry_budget` in all).
         for s in cfg.servers.iter().copied().filter(|s| w.applies(s)) {
-            while res.quiet_runs(w, s.name) < cfg.repeat && retries < cfg.retry_budget {
+            let mut extra = 0;
+            while res.quiet_runs(w, s.name) < cfg.repeat && retries < cfg.retry_budget && extra < cfg.repeat {
                 retries += 1;
+                extra += 1;
                 eprintln!(
                     "[{:>5.1}s] W{} {} (extra run: earlier ones were noisy)",
                     started.elapsed().as_secs_f64(),
                     w as u8,
                     s.name
                 );
-                measure(&cfg, &mut res, w, s);
+                measure(&cfg, &mut res, w, s, &mut wait_budget);
             }
         }
     }
