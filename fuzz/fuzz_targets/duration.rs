@@ -21,13 +21,29 @@ const KNOWN_MINUTE_FRACTION: bool = true;
 /// The model: exact rational arithmetic on (numerator, power of ten), with saturation far
 /// above u64::MAX.
 fn model(text: &str) -> Result<u64, Error> {
-    let units: [(&str, u128); 4] = [("us", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000)];
-    let split = text.bytes().position(|b| !b.is_ascii_digit() && b != b'.').ok_or(Error::Malformed)?;
+    let units: [(&str, u128); 4] = [
+        ("us", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+    ];
+    let split = text
+        .bytes()
+        .position(|b| !b.is_ascii_digit() && b != b'.')
+        .ok_or(Error::Malformed)?;
     let (number, unit) = text.split_at(split);
-    let unit = units.iter().find(|(name, _)| *name == unit).ok_or(Error::Malformed)?.1;
+    let unit = units
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .ok_or(Error::Malformed)?
+        .1;
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(fraction) || (number.contains('.') && fraction.is_empty()) {
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || (number.contains('.') && fraction.is_empty())
+    {
         return Err(Error::Malformed);
     }
     // Trailing zeros of the fraction change nothing.
@@ -57,7 +73,10 @@ fn model(text: &str) -> Result<u64, Error> {
     if numerator >= cap {
         return Err(Error::TooLong);
     }
-    let nanos = numerator.checked_mul(unit).map(|n| n / scale).unwrap_or(u128::MAX);
+    let nanos = numerator
+        .checked_mul(unit)
+        .map(|n| n / scale)
+        .unwrap_or(u128::MAX);
     u64::try_from(nanos).map_err(|_| Error::TooLong)
 }
 
@@ -80,7 +99,9 @@ fuzz_target!(|data: &[u8]| {
         && parsed == Err(Error::TooPrecise)
         && matches!(expected, Ok(_) | Err(Error::TooLong))
         && text.ends_with('m')
-        && text.split_once('.').is_some_and(|(_, f)| f.trim_end_matches(['0', 'm']).len() == 11);
+        && text
+            .split_once('.')
+            .is_some_and(|(_, f)| f.trim_end_matches(['0', 'm']).len() == 11);
     assert!(
         both || known || parsed == expected,
         "{text:?}: parse {parsed:?}, model {expected:?}"

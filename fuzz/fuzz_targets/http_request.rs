@@ -47,14 +47,24 @@ fn check(request: &Request, limits: &Limits) {
     let mut total = 0;
     for (name, value) in &request.headers {
         assert!(is_token(name), "header name {name:?}");
-        assert!(!value.starts_with([' ', '\t']) && !value.ends_with([' ', '\t']), "{value:?}");
-        assert!(!value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f), "{value:?}");
+        assert!(
+            !value.starts_with([' ', '\t']) && !value.ends_with([' ', '\t']),
+            "{value:?}"
+        );
+        assert!(
+            !value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f),
+            "{value:?}"
+        );
         // Values are decoded lossily (a byte that is not UTF-8 becomes U+FFFD, 3 bytes): each
         // char stands for at least one byte of the line, so counting chars stays a lower bound.
         total += name.len() + 1 + value.chars().count();
     }
     assert!(total <= limits.headers_total);
-    let hosts = request.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("host")).count();
+    let hosts = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .count();
     match request.version {
         Version::Http11 => assert_eq!(hosts, 1),
         Version::Http10 => assert!(hosts <= 1),
@@ -84,7 +94,11 @@ fuzz_target!(|data: &[u8]| {
     let capacity = usize::from(first & 0x0f) + 1;
     let mut chunked = BufReader::with_capacity(capacity, input);
     let reparsed = read_request(&mut chunked, &limits);
-    assert_eq!(outcome(&parsed), outcome(&reparsed), "with a {capacity}-byte buffer");
+    assert_eq!(
+        outcome(&parsed),
+        outcome(&reparsed),
+        "with a {capacity}-byte buffer"
+    );
     if parsed.is_ok() {
         let mut rest = Vec::new();
         chunked.read_to_end(&mut rest).unwrap();

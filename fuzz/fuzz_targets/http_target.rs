@@ -45,5 +45,9 @@ fuzz_target!(|data: &[u8]| {
     if KNOWN_ROOT_WITHOUT_SLASH && path.segments.is_empty() && !path.trailing_slash {
         return;
     }
-    assert_eq!(parse_target(&canonical), Ok(path.clone()), "canonical form {canonical:?}");
+    assert_eq!(
+        parse_target(&canonical),
+        Ok(path.clone()),
+        "canonical form {canonical:?}"
+    );
 });

@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let item: TokenStream = "struct Echo;".parse().unwrap();
     let output = expand::server(args, item);
-    let reparsed: syn::File = syn::parse2(output.clone())
-        .unwrap_or_else(|e| panic!("the expansion does not parse: {e}\n{output}"));
+    let reparsed: syn::File =
+        syn::parse2(output.clone()).unwrap_or_else(|e| panic!("the expansion does not parse: {e}\n{output}"));
     assert!(!reparsed.items.is_empty());
 });
