@@ -62,8 +62,9 @@ fn idle_connections_time_out() {
 
         let idle: Vec<(TcpStream, Instant)> = (0..IDLE)
             .map(|_| {
-                let stream = harness::connect_tcp(addr).expect("connect");
-                (stream, Instant::now())
+                // Taken before connecting: the server's timer cannot start earlier.
+                let started = Instant::now();
+                (harness::connect_tcp(addr).expect("connect"), started)
             })
             .collect();
         assert!(
