@@ -129,7 +129,11 @@ where
     let parked: Vec<Socket> = (0..PENDING).map(|_| parked_socket()).collect();
     harness::set_nofile_soft(LIMIT);
     harness::serving(&server, || {
+        let idle = harness::fd_count();
         assert_eq!(harness::ask_tcp(addr, "warm-up").expect("warm-up request"), "ok");
+        // The warm-up's connection must be gone first: closed later, it would free a slot
+        // in the middle of the episode and split it in two.
+        assert!(harness::eventually(Duration::from_secs(5), || harness::fd_count() == idle));
         let fillers = exhaust_descriptors();
         let warnings = harness::warnings();
         let mut clients: Vec<TcpStream> = parked
