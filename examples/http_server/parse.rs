@@ -402,9 +402,11 @@ pub fn parse_target(target: &str) -> Result<UrlPath, PathError> {
             _ => segments.push(segment),
         }
     }
+    // The root is a directory named with its slash, however it was written (`/.`, `/%2e`).
+    let trailing_slash = path.ends_with('/') || segments.is_empty();
     Ok(UrlPath {
         segments,
-        trailing_slash: path.ends_with('/'),
+        trailing_slash,
     })
 }
 
@@ -648,6 +650,11 @@ mod tests {
         assert!(root.segments.is_empty());
         assert!(root.trailing_slash);
         assert_eq!(root.encoded(), "/");
+        // Found by fuzzing: these named the root without its slash, and the server answered
+        // `301 Location: //`.
+        for dotted in ["/.", "/%2e", "/./.", "/%2E/"] {
+            assert_eq!(parse_target(dotted), Ok(root.clone()), "{dotted}");
+        }
 
         let p = parse_target("//a//./b").unwrap();
         assert_eq!(p.segments, vec![b"a".to_vec(), b"b".to_vec()]);

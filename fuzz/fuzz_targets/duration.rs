@@ -15,9 +15,6 @@ mod duration;
 
 use duration::Error;
 
-/// Skip the one known, reported divergence (see below) so the target goes on looking for others.
-const KNOWN_MINUTE_FRACTION: bool = true;
-
 /// The model: exact rational arithmetic on (numerator, power of ten), with saturation far
 /// above u64::MAX.
 fn model(text: &str) -> Result<u64, Error> {
@@ -91,19 +88,8 @@ fuzz_target!(|data: &[u8]| {
         (&parsed, &expected),
         (Err(Error::TooLong), Err(Error::TooPrecise)) | (Err(Error::TooPrecise), Err(Error::TooLong))
     );
-    // Known finding (RELIABILITY.md, "Fuzzing"): a minute value with 11 significant
-    // fraction digits can be a whole number of nanoseconds ("0.00000000005m" is 3 ns), but
-    // parse stops at 10 digits for minutes and calls it TooPrecise. Remove this once
-    // duration.rs computes the fraction exactly.
-    let known = KNOWN_MINUTE_FRACTION
-        && parsed == Err(Error::TooPrecise)
-        && matches!(expected, Ok(_) | Err(Error::TooLong))
-        && text.ends_with('m')
-        && text
-            .split_once('.')
-            .is_some_and(|(_, f)| f.trim_end_matches(['0', 'm']).len() == 11);
     assert!(
-        both || known || parsed == expected,
+        both || parsed == expected,
         "{text:?}: parse {parsed:?}, model {expected:?}"
     );
 });

@@ -16,9 +16,6 @@ mod parse;
 
 use parse::{parse_target, percent_decode, percent_encode};
 
-/// Skip the one known, reported divergence (see below) so the target goes on looking for others.
-const KNOWN_ROOT_WITHOUT_SLASH: bool = true;
-
 fuzz_target!(|data: &[u8]| {
     let encoded = percent_encode(data);
     assert!(encoded
@@ -38,13 +35,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let canonical = path.encoded();
     assert!(canonical.starts_with('/'));
-    // Known finding (RELIABILITY.md, "Fuzzing"): `/.` and `/%2e` map to the root with
-    // `trailing_slash: false`, whose canonical form `/` maps back with `true`; the example
-    // then redirects `GET /.` to `Location: //`. Remove this once parse_target counts the
-    // root as slashed, as its docs say.
-    if KNOWN_ROOT_WITHOUT_SLASH && path.segments.is_empty() && !path.trailing_slash {
-        return;
-    }
     assert_eq!(
         parse_target(&canonical),
         Ok(path.clone()),

@@ -64,18 +64,19 @@ pub(crate) fn parse(text: &str) -> Result<u64, Error> {
             .ok_or(Error::TooLong)?;
     }
     nanos *= unit_nanos;
-    let mut scale = unit_nanos;
-    for b in fraction.bytes() {
-        let digit = u128::from(b - b'0');
-        if scale % 10 != 0 {
-            if digit != 0 {
-                return Err(Error::TooPrecise);
-            }
-            continue;
-        }
-        scale /= 10;
-        nanos += digit * scale;
+    // The fraction, exactly: f / 10^k of a unit is whole in nanoseconds iff 10^k divides
+    // f * unit_nanos. With trailing zeros gone, f ends in a non-zero digit, so that needs
+    // k <= 11 for the largest unit (6 * 10^10 ns): longer fractions are always too precise.
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > 11 {
+        return Err(Error::TooPrecise);
     }
+    let numerator = fraction.bytes().fold(0u128, |n, b| n * 10 + u128::from(b - b'0')) * unit_nanos;
+    let denominator = 10u128.pow(fraction.len() as u32);
+    if numerator % denominator != 0 {
+        return Err(Error::TooPrecise);
+    }
+    nanos += numerator / denominator;
     u64::try_from(nanos).map_err(|_| Error::TooLong)
 }
 
@@ -115,6 +116,11 @@ mod tests {
             Err(Error::TooLong)
         );
         assert_eq!(parse("18446744073s"), Ok(18_446_744_073_000_000_000));
+        // Found by fuzzing: eleven fraction digits of a minute can still be whole nanoseconds.
+        assert_eq!(parse("0.00000000005m"), Ok(3));
+        assert_eq!(parse("300.08300006615m"), Ok(18_004_980_003_969));
+        assert_eq!(parse("0.000000000001m"), Err(Error::TooPrecise));
+        assert_eq!(parse("1.5000000000000000000000000s"), Ok(1_500_000_000));
         assert_eq!(parse("18446744074s"), Err(Error::TooLong));
     }
 }
