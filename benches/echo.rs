@@ -1002,6 +1002,9 @@ fn main() {
     );
     ratios(&mut out, &res);
     ceiling(&mut out, &res);
+    if !wait_quiet(&mut wait_budget) {
+        out.push_str("\n(the machine was busy while the reference costs below were measured)");
+    }
     reference_costs(&mut out);
     let _ = writeln!(
         out,
