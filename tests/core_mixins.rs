@@ -324,3 +324,55 @@ fn forked_children_exit_without_running_the_parents_exit_handlers() {
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), pid.to_string());
 }
+
+/// Records the thread each request ran on.
+#[derive(Default)]
+struct WhichThread(std::sync::Mutex<Vec<std::thread::ThreadId>>);
+
+impl StreamHandler for WhichThread {
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        let mut line = String::new();
+        req.rfile.read_line(&mut line)?;
+        if let Some(ms) = line.trim().strip_prefix("sleep ").and_then(|ms| ms.parse().ok()) {
+            thread::sleep(Duration::from_millis(ms));
+        }
+        self.0.lock().unwrap().push(thread::current().id());
+        req.wfile.write_all(b"done\n")
+    }
+}
+
+#[test]
+fn threading_gives_each_request_in_flight_its_own_thread_and_reuses_finished_ones() {
+    let server =
+        ThreadingTcpServer::with_options("127.0.0.1:0", WhichThread::default(), fast(Options::DEFAULT))
+            .unwrap();
+    let addr = server.server_address();
+    let running = Running::start(server);
+    let ids = || running.server.handler().0.lock().unwrap().clone();
+    // Eight requests at once: eight threads.
+    let conns: Vec<TcpStream> = (0..8).map(|_| send(addr, "sleep 300")).collect();
+    assert!(eventually(LIMIT, || running
+        .server
+        .concurrency()
+        .active_threads()
+        == 8));
+    for conn in conns {
+        assert_eq!(reply(conn), "done\n");
+    }
+    let concurrent: std::collections::HashSet<_> = ids().into_iter().collect();
+    assert_eq!(concurrent.len(), 8);
+    // One hundred requests one after another: the finished threads serve them, no new ones.
+    for _ in 0..100 {
+        assert_eq!(reply(send(addr, "now")), "done\n");
+    }
+    let all: std::collections::HashSet<_> = ids().into_iter().collect();
+    assert_eq!(all.len(), 8, "sequential requests ran on the idle threads");
+    assert!(running.server.concurrency().tracked_threads() <= 8);
+    // Idle threads exit after IDLE_TIMEOUT.
+    let idle_limit = sockserve::concurrency::Threading::IDLE_TIMEOUT * 5;
+    assert!(eventually(idle_limit, || running
+        .server
+        .concurrency()
+        .tracked_threads()
+        == 0));
+}

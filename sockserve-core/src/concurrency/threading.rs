@@ -1,7 +1,8 @@
 //! The threading model: Python's `ThreadingMixIn`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -12,83 +13,146 @@ use crate::server::ServerCore;
 use crate::transport::Transport;
 use crate::Options;
 
-/// Serves each request in a new thread (Python's `ThreadingMixIn`).
+/// Serves each request in a thread of its own (Python's `ThreadingMixIn`).
 ///
-/// - `daemon_threads`: handler threads are not tracked and `server_close` does not wait for
-///   them.
-/// - `block_on_close` (default): `server_close` joins every non-daemon handler thread.
-/// - `max_threads`: at most this many handler threads at once; at the cap the loop stops
+/// - `daemon_threads`: `server_close` does not wait for handler threads.
+/// - `block_on_close` (default): `server_close` waits for every request in flight, then joins
+///   every handler thread.
+/// - `max_threads`: at most this many requests run at once; at the cap the loop stops
 ///   accepting until one finishes, so new connections wait in the listen backlog.
 ///
-/// Finished threads are joined as new requests arrive, so a long-running server's
-/// bookkeeping stays as large as the number of requests in flight.
+/// Every request in flight has a thread to itself, as in Python. A thread whose request has
+/// finished waits up to [`Threading::IDLE_TIMEOUT`] for the next request before it exits, so a
+/// busy server does not pay for a thread spawn per request; its thread count follows the
+/// number of requests in flight, and an idle server's goes back to none. (A handler that
+/// keeps per-request data in thread-locals must reset it in `setup`.)
 #[derive(Debug)]
 pub struct Threading {
     daemon_threads: bool,
     block_on_close: bool,
     max_threads: Option<usize>,
-    threads: Arc<Threads>,
+    pool: Arc<Pool>,
 }
 
-#[derive(Debug, Default)]
-struct Threads {
-    state: Mutex<ThreadState>,
+/// One request, ready to run on a handler thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+    /// Signalled when a job is queued or the pool closes: idle threads wait on it.
+    job_queued: Condvar,
+    /// Signalled when a request finishes or a thread exits.
     finished: Condvar,
 }
 
-#[derive(Debug, Default)]
-struct ThreadState {
-    running: usize,
-    next_id: u64,
-    handles: HashMap<u64, JoinHandle<()>>,
-    done: Vec<u64>,
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Pool")
+            .field("running", &state.running)
+            .field("idle", &state.idle)
+            .finish()
+    }
 }
 
-impl Threads {
-    fn lock(&self) -> MutexGuard<'_, ThreadState> {
+#[derive(Default)]
+struct PoolState {
+    /// Requests in flight.
+    running: usize,
+    /// Threads waiting for a job.
+    idle: usize,
+    /// Jobs handed to idle threads, not yet taken.
+    queued: VecDeque<Job>,
+    /// Live handler threads (not daemon ones), joined once they exit or at close.
+    threads: HashMap<u64, JoinHandle<()>>,
+    /// Threads that have exited and wait to be joined.
+    exited: Vec<u64>,
+    next_id: u64,
+    /// Set by `server_close`: idle threads exit instead of waiting.
+    closing: bool,
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Joins the threads that have finished since the last call.
-    fn reap(&self) {
-        let finished: Vec<JoinHandle<()>> = {
+    /// Joins the threads that have exited since the last call.
+    fn join_exited(&self) {
+        let exited: Vec<JoinHandle<()>> = {
             let mut state = self.lock();
-            let ThreadState { handles, done, .. } = &mut *state;
-            done.drain(..).filter_map(|id| handles.remove(&id)).collect()
+            let PoolState { threads, exited, .. } = &mut *state;
+            exited.drain(..).filter_map(|id| threads.remove(&id)).collect()
         };
-        for handle in finished {
+        for handle in exited {
             let _ = handle.join();
         }
     }
-}
 
-/// Marks a handler thread finished when it ends, even by unwinding.
-struct Finished {
-    threads: Arc<Threads>,
-    id: Option<u64>,
-}
-
-impl Drop for Finished {
-    fn drop(&mut self) {
-        let mut state = self.threads.lock();
-        state.running -= 1;
-        if let Some(id) = self.id {
-            state.done.push(id);
+    /// A handler thread: runs its first job, then the jobs handed to it while it waits idle,
+    /// until it has waited `IDLE_TIMEOUT` for nothing or the pool closes.
+    fn work(&self, first: Job, id: u64) {
+        // Counts the thread out when it ends, also by unwinding.
+        struct Exit<'a>(&'a Pool, u64);
+        impl Drop for Exit<'_> {
+            fn drop(&mut self) {
+                self.0.lock().exited.push(self.1);
+                self.0.finished.notify_all();
+            }
         }
-        drop(state);
-        self.threads.finished.notify_all();
+        let _exit = Exit(self, id);
+        let mut job = first;
+        loop {
+            // `process_inline` already catches handler panics; this keeps the count right
+            // should anything else in the job unwind.
+            let _ = panic::catch_unwind(AssertUnwindSafe(job));
+            let mut state = self.lock();
+            state.running -= 1;
+            self.finished.notify_all();
+            state.idle += 1;
+            job = loop {
+                if let Some(next) = state.queued.pop_front() {
+                    break next;
+                }
+                if state.closing {
+                    state.idle -= 1;
+                    return;
+                }
+                let (next, timeout) = self
+                    .job_queued
+                    .wait_timeout(state, Threading::IDLE_TIMEOUT)
+                    .unwrap_or_else(|e| e.into_inner());
+                state = next;
+                if timeout.timed_out() && state.queued.is_empty() {
+                    state.idle -= 1;
+                    return;
+                }
+            };
+            // `idle` counted this thread while it waited; it is busy again.
+            state.idle -= 1;
+        }
     }
 }
 
 impl Threading {
-    /// Handler threads alive now.
+    /// How long a handler thread whose request finished waits for the next one before it
+    /// exits.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// Requests in flight, each on its own handler thread.
     pub fn active_threads(&self) -> usize {
-        self.threads.lock().running
+        self.pool.lock().running
     }
 
-    /// Threads joined by `server_close` or not yet reaped (finished but not joined).
+    /// Handler threads alive (running a request or idle) that `server_close` would join.
     pub fn tracked_threads(&self) -> usize {
-        self.threads.lock().handles.len()
+        let state = self.pool.lock();
+        state
+            .threads
+            .keys()
+            .filter(|id| !state.exited.contains(id))
+            .count()
     }
 }
 
@@ -98,28 +162,27 @@ impl Concurrency for Threading {
             daemon_threads: options.daemon_threads,
             block_on_close: options.block_on_close,
             max_threads: options.max_threads,
-            threads: Arc::default(),
+            pool: Arc::default(),
         })
     }
 
     fn service_actions(&self) {
-        self.threads.reap();
+        self.pool.join_exited();
     }
 
     fn server_close(&self) {
-        if !self.block_on_close {
-            return;
+        let wait = self.block_on_close && !self.daemon_threads;
+        let mut state = self.pool.lock();
+        while wait && state.running > 0 {
+            state = self.pool.finished.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        loop {
-            let handles: Vec<JoinHandle<()>> = {
-                let mut state = self.threads.lock();
-                state.done.clear();
-                state.handles.drain().map(|(_, h)| h).collect()
-            };
-            if handles.is_empty() {
-                return;
-            }
-            for handle in handles {
+        state.closing = true;
+        self.pool.job_queued.notify_all();
+        let threads: Vec<JoinHandle<()>> = state.threads.drain().map(|(_, handle)| handle).collect();
+        state.exited.clear();
+        drop(state);
+        if wait {
+            for handle in threads {
                 let _ = handle.join();
             }
         }
@@ -134,46 +197,51 @@ where
     H: Send + Sync + 'static,
 {
     fn process_request(&self, core: &Arc<ServerCore<T, H>>, request: T::Request, client_address: T::Address) {
-        self.threads.reap();
-        let id = {
-            let mut state = self.threads.lock();
-            if let Some(max) = self.max_threads {
-                // A shutdown lifts the cap for the request already accepted, so a handler that
-                // calls shutdown() while every slot is taken cannot deadlock the loop.
-                while state.running >= max.max(1) && !core.context().is_shutdown_requested() {
-                    state = self
-                        .threads
-                        .finished
-                        .wait_timeout(state, Duration::from_millis(50))
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-            }
-            state.running += 1;
-            state.next_id += 1;
-            state.next_id
-        };
-        let tracked = !self.daemon_threads;
-        let finished = Finished {
-            threads: Arc::clone(&self.threads),
-            id: tracked.then_some(id),
-        };
-        let thread_core = Arc::clone(core);
+        self.pool.join_exited();
         let address = client_address.clone();
+        let job_core = Arc::clone(core);
+        let job: Job = Box::new(move || {
+            job_core.process_inline(request, address);
+        });
+        let mut state = self.pool.lock();
+        if let Some(max) = self.max_threads {
+            // A shutdown lifts the cap for the request already accepted, so a handler that
+            // calls shutdown() while every slot is taken cannot deadlock the loop.
+            while state.running >= max.max(1) && !core.context().is_shutdown_requested() {
+                state = self
+                    .pool
+                    .finished
+                    .wait_timeout(state, Duration::from_millis(50))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        state.running += 1;
+        // An idle thread that has not been handed a job yet takes this one.
+        if state.idle > state.queued.len() {
+            state.queued.push_back(job);
+            drop(state);
+            self.pool.job_queued.notify_one();
+            return;
+        }
+        state.next_id += 1;
+        let id = state.next_id;
+        drop(state);
+        let pool = Arc::clone(&self.pool);
         let spawned = thread::Builder::new()
             .name("sockserve-handler".into())
-            .spawn(move || {
-                let _finished = finished;
-                thread_core.process_inline(request, address);
-            });
+            .spawn(move || pool.work(job, id));
         match spawned {
-            Ok(handle) if tracked => {
-                self.threads.lock().handles.insert(id, handle);
+            Ok(handle) if !self.daemon_threads => {
+                self.pool.lock().threads.insert(id, handle);
             }
             Ok(_) => {}
-            // The closure, with the request and the `Finished` guard, was dropped: the
-            // connection is closed and the slot released.
-            Err(e) => core.handle_error(&client_address, &RequestError::Io(e)),
+            Err(e) => {
+                // The job was dropped with the closure: the connection is closed.
+                self.pool.lock().running -= 1;
+                self.pool.finished.notify_all();
+                core.handle_error(&client_address, &RequestError::Io(e));
+            }
         }
     }
 }
