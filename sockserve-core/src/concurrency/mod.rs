@@ -4,7 +4,7 @@
 //! | mix-in | each request runs | good for | beware |
 //! |---|---|---|---|
 //! | [`Synchronous`] | in the serving thread, one at a time | quick requests, datagrams | one slow client stalls all |
-//! | [`Threading`] | in a new thread | connections that live a while | shared state needs locks |
+//! | [`Threading`] | in a thread of its own (reused for later requests) | connections that live a while | shared state needs locks |
 //! | [`Forking`] | in a forked child process | isolation, crash containment | no shared memory; a fork per request |
 //!
 //! A mix-in is two traits: [`Concurrency`] (its life cycle, independent of transport and
