@@ -234,12 +234,19 @@ fn run_throughput(cfg: &Config, w: Workload, spec: &'static ServerSpec) -> io::R
     let bounds = cfg.bounds(w);
     let mut cpu: Vec<(Instant, f64, f64)> = Vec::with_capacity(2);
     let mut profiler: Option<std::process::Child> = None;
+    // Called at the start and at the end of the measured window: the profiler (if
+    // any) attaches before the first sample and stops after the second.
     let mut probe = || {
+        if cpu.is_empty() {
+            if let Some(cmd) = &cfg.profile {
+                profiler = start_profiler(cmd, &srv);
+            }
+        }
         cpu.push((Instant::now(), servers::server_cpu(&srv), servers::machine_busy()));
-        match (&cfg.profile, profiler.take()) {
-            (Some(cmd), None) if cpu.len() == 1 => profiler = start_profiler(cmd, &srv),
-            (_, Some(child)) => stop_profiler(child),
-            _ => {}
+        if cpu.len() == 2 {
+            if let Some(child) = profiler.take() {
+                stop_profiler(child);
+            }
         }
     };
     // Each run gets a fresh generator thread: the scheduler keeps per-thread

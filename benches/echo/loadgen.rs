@@ -126,10 +126,11 @@ impl<'p, 'a> Phase<'p, 'a> {
     /// Returns true when the measured window begins now (caller resets its counters).
     fn tick(&mut self, now: Instant) -> bool {
         if !self.measuring && now >= self.measure_from {
-            self.measuring = true;
-            self.measure_start = now;
-            self.cpu_start = thread_cpu();
+            // The probe may take a while (a profiler attaching): the window starts after it.
             (self.probe)();
+            self.measuring = true;
+            self.measure_start = Instant::now();
+            self.cpu_start = thread_cpu();
             return true;
         }
         false
