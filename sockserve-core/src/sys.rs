@@ -153,6 +153,25 @@ pub(crate) fn wait_any_child_exited() -> io::Result<libc::pid_t> {
     }
 }
 
+/// Whether some child of the process has exited and waits to be reaped, without reaping it
+/// and without blocking. Errors (ECHILD: no children) count as "none".
+pub(crate) fn any_child_exited() -> bool {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a live siginfo_t that waitid writes.
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: with WNOHANG, waitid leaves si_pid zero when no child has changed state, and
+    // fills it (the field read here) when one has.
+    ret == 0 && unsafe { info.si_pid() } != 0
+}
+
 /// This process's id.
 pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: getpid cannot fail and takes no arguments.

@@ -123,6 +123,12 @@ impl Forking {
     }
 
     fn reap_exited(&self, blocking: bool) {
+        // One probe instead of a waitpid per child: most calls (one per accepted request and
+        // per loop pass) find nothing to reap, and a server holding thousands of long-lived
+        // children would otherwise pay thousands of system calls for each.
+        if !blocking && !sys::any_child_exited() {
+            return;
+        }
         let pids: Vec<libc::pid_t> = self.lock().iter().copied().collect();
         for pid in pids {
             if self.reap(pid, blocking) {
