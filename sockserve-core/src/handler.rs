@@ -22,7 +22,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::io::{self, BufReader, Cursor, Read, Write};
+use std::io::{self, BufReader, Cursor, Write};
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::server::ServerContext;
@@ -133,54 +133,39 @@ macro_rules! server_hooks {
     };
 }
 
-/// Reads a [`Connection`] (the source of [`StreamRequest::rfile`]).
-#[derive(Debug)]
-pub struct ConnReader<'a, C>(&'a C);
-
-impl<C: Connection> Read for ConnReader<'_, C> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.recv(buf)
-    }
-}
-
-/// Writes a [`Connection`] unbuffered (the sink of [`Wfile`]).
-#[derive(Debug)]
-pub struct ConnWriter<'a, C>(&'a C);
-
-impl<C: Connection> Write for ConnWriter<'_, C> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The writing side of a stream request (Python's `wfile`).
 ///
 /// Unbuffered (`wbufsize` 0, the default): every `write` sends all of its bytes before it
 /// returns, like Python's `_SocketWriter`. Buffered (`wbufsize` > 0): writes collect in a
 /// buffer of that size, flushed after `finish()`.
-#[derive(Debug)]
 pub struct Wfile<'a, C: Connection> {
-    inner: WfileInner<'a, C>,
+    inner: WfileInner<C::Writer<'a>>,
 }
 
-#[derive(Debug)]
-enum WfileInner<'a, C: Connection> {
-    Unbuffered(ConnWriter<'a, C>),
-    Buffered(io::BufWriter<ConnWriter<'a, C>>),
+enum WfileInner<W: Write> {
+    Unbuffered(W),
+    Buffered(io::BufWriter<W>),
 }
 
 impl<'a, C: Connection> Wfile<'a, C> {
     fn new(conn: &'a C, wbufsize: usize) -> Self {
-        let writer = ConnWriter(conn);
+        let writer = conn.writer();
         let inner = if wbufsize == 0 {
             WfileInner::Unbuffered(writer)
         } else {
             WfileInner::Buffered(io::BufWriter::with_capacity(wbufsize, writer))
         };
         Wfile { inner }
+    }
+}
+
+impl<C: Connection> fmt::Debug for Wfile<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buffered = match &self.inner {
+            WfileInner::Unbuffered(_) => None,
+            WfileInner::Buffered(w) => Some(w.buffer().len()),
+        };
+        f.debug_struct("Wfile").field("buffered", &buffered).finish()
     }
 }
 
@@ -203,7 +188,7 @@ impl<C: Connection> Write for Wfile<'_, C> {
 /// attributes).
 pub struct StreamRequest<'a, T: StreamTransport> {
     /// Buffered reader over the connection (`rbufsize`).
-    pub rfile: BufReader<ConnReader<'a, T::Request>>,
+    pub rfile: BufReader<<T::Request as Connection>::Reader<'a>>,
     /// Writer to the connection (`wbufsize`).
     pub wfile: Wfile<'a, T::Request>,
     /// The connection itself (Python's `self.request`/`self.connection`).
@@ -430,7 +415,7 @@ impl<T: StreamTransport, H: StreamHandler<T>> Dispatch<T, H> for StreamKind {
             conn.set_nodelay(true)?;
         }
         let mut req = StreamRequest {
-            rfile: BufReader::with_capacity(options.rbufsize.max(1), ConnReader(conn)),
+            rfile: BufReader::with_capacity(options.rbufsize.max(1), conn.reader()),
             wfile: Wfile::new(conn, options.wbufsize),
             request: conn,
             client_address,

@@ -78,8 +78,8 @@ pub mod transport;
 
 pub use declared::Declared;
 pub use handler::{
-    log_request_error, BaseRequest, ConnReader, ConnWriter, DatagramHandler, DatagramRequest, Dispatch,
-    RequestError, RequestHandler, StreamHandler, StreamRequest, Wfile,
+    log_request_error, BaseRequest, DatagramHandler, DatagramRequest, Dispatch, RequestError, RequestHandler,
+    StreamHandler, StreamRequest, Wfile,
 };
 pub use options::Options;
 pub use server::{Server, ServerContext, ServerCore, ShutdownHandle};

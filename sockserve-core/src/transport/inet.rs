@@ -1,6 +1,6 @@
 //! TCP and UDP over IPv4 and IPv6 (the family follows the bound address).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
@@ -100,11 +100,13 @@ impl Transport for Tcp {
 impl StreamTransport for Tcp {}
 
 impl Connection for TcpStream {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
+    type Reader<'a> = &'a TcpStream;
+    type Writer<'a> = &'a TcpStream;
+    fn reader(&self) -> &TcpStream {
+        self
     }
-    fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
+    fn writer(&self) -> &TcpStream {
+        self
     }
     fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(timeout)?;

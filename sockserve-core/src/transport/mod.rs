@@ -16,7 +16,7 @@
 //! own type, implement [`Transport`] by delegating, and change the one method.
 
 use std::fmt::{Debug, Display};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
@@ -95,11 +95,22 @@ pub trait Transport: Sized + 'static {
 }
 
 /// A connection a [`StreamHandler`](crate::StreamHandler) reads and writes.
+///
+/// `rfile` and `wfile` read and write it through shared references at the same time
+/// (`&TcpStream` is both `Read` and `Write`), so a connection names the types that do that.
 pub trait Connection: Send + 'static {
-    /// Reads into `buf` (as `Read::read`).
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes from `buf` (as `Write::write`).
-    fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    /// What `rfile` buffers: for sockets, `&Self`.
+    type Reader<'a>: Read
+    where
+        Self: 'a;
+    /// What `wfile` writes to: for sockets, `&Self`.
+    type Writer<'a>: Write
+    where
+        Self: 'a;
+    /// A reader over the connection.
+    fn reader(&self) -> Self::Reader<'_>;
+    /// A writer to the connection.
+    fn writer(&self) -> Self::Writer<'_>;
     /// Sets the read and write timeouts (Python's `StreamRequestHandler.timeout`).
     fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Sets `TCP_NODELAY` where that means something; a no-op by default.

@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -315,11 +315,13 @@ impl Transport for UnixStream {
 impl StreamTransport for UnixStream {}
 
 impl Connection for net::UnixStream {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
+    type Reader<'a> = &'a net::UnixStream;
+    type Writer<'a> = &'a net::UnixStream;
+    fn reader(&self) -> &net::UnixStream {
+        self
     }
-    fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
+    fn writer(&self) -> &net::UnixStream {
+        self
     }
     fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(timeout)?;
