@@ -71,6 +71,9 @@ struct PoolState {
     next_id: u64,
     /// Set by `server_close`: idle threads exit instead of waiting.
     closing: bool,
+    /// Callers waiting on `finished` (at `max_threads`, or in `server_close`): a finished
+    /// request wakes them only when there are some, sparing a futex call per request.
+    waiting: usize,
 }
 
 impl Pool {
@@ -97,8 +100,11 @@ impl Pool {
         struct Exit<'a>(&'a Pool, u64);
         impl Drop for Exit<'_> {
             fn drop(&mut self) {
-                self.0.lock().exited.push(self.1);
-                self.0.finished.notify_all();
+                let mut state = self.0.lock();
+                state.exited.push(self.1);
+                if state.waiting > 0 {
+                    self.0.finished.notify_all();
+                }
             }
         }
         let _exit = Exit(self, id);
@@ -109,7 +115,9 @@ impl Pool {
             let _ = panic::catch_unwind(AssertUnwindSafe(job));
             let mut state = self.lock();
             state.running -= 1;
-            self.finished.notify_all();
+            if state.waiting > 0 {
+                self.finished.notify_all();
+            }
             state.idle += 1;
             job = loop {
                 if let Some(next) = state.queued.pop_front() {
@@ -173,9 +181,11 @@ impl Concurrency for Threading {
     fn server_close(&self) {
         let wait = self.block_on_close && !self.daemon_threads;
         let mut state = self.pool.lock();
+        state.waiting += 1;
         while wait && state.running > 0 {
             state = self.pool.finished.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+        state.waiting -= 1;
         state.closing = true;
         self.pool.job_queued.notify_all();
         let threads: Vec<JoinHandle<()>> = state.threads.drain().map(|(_, handle)| handle).collect();
@@ -207,6 +217,7 @@ where
         if let Some(max) = self.max_threads {
             // A shutdown lifts the cap for the request already accepted, so a handler that
             // calls shutdown() while every slot is taken cannot deadlock the loop.
+            state.waiting += 1;
             while state.running >= max.max(1) && !core.context().is_shutdown_requested() {
                 state = self
                     .pool
@@ -215,6 +226,7 @@ where
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+            state.waiting -= 1;
         }
         state.running += 1;
         // An idle thread that has not been handed a job yet takes this one.
@@ -238,8 +250,12 @@ where
             Ok(_) => {}
             Err(e) => {
                 // The job was dropped with the closure: the connection is closed.
-                self.pool.lock().running -= 1;
-                self.pool.finished.notify_all();
+                let mut state = self.pool.lock();
+                state.running -= 1;
+                if state.waiting > 0 {
+                    self.pool.finished.notify_all();
+                }
+                drop(state);
                 core.handle_error(&client_address, &RequestError::Io(e));
             }
         }
