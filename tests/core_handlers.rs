@@ -336,3 +336,36 @@ fn max_packet_size_is_configurable() {
         .len()
         == 1));
 }
+
+/// Echoes the packet back as it is.
+struct Mirror;
+
+impl DatagramHandler for Mirror {
+    fn handle(&self, req: &mut DatagramRequest<'_, Udp>) -> io::Result<()> {
+        req.wfile.extend_from_slice(req.packet);
+        Ok(())
+    }
+}
+
+#[test]
+fn reused_packet_and_reply_buffers_never_show_stale_bytes() {
+    let server = UdpServer::with_options("127.0.0.1:0", Mirror, fast(Options::DEFAULT)).unwrap();
+    let addr = server.server_address();
+    let _running = Running::start(server);
+    let client = udp_client();
+    let mut buf = vec![0; 9000];
+    for payload in [
+        vec![b'a'; 8000],
+        b"xyz".to_vec(),
+        Vec::new(),
+        vec![b'b'; 100],
+        b"q".to_vec(),
+    ] {
+        client.send_to(&payload, addr).unwrap();
+        if payload.is_empty() {
+            continue; // an empty reply is not sent
+        }
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &payload[..]);
+    }
+}

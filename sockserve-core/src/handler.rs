@@ -434,6 +434,15 @@ impl<T: StreamTransport, H: StreamHandler<T>> Dispatch<T, H> for StreamKind {
     forward_hooks!(StreamHandler);
 }
 
+thread_local! {
+    /// The reply buffer (`wfile`) of datagram requests, reused by the next request on the same
+    /// thread so that a reply costs no allocation.
+    static REPLY: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A reply buffer larger than this is freed rather than kept for the next request.
+const REPLY_KEEP: usize = 64 * 1024;
+
 impl<T: DatagramTransport, H: DatagramHandler<T>> Dispatch<T, H> for DatagramKind {
     fn finish_request(
         handler: &H,
@@ -455,7 +464,7 @@ impl<T: DatagramTransport, H: DatagramHandler<T>> Dispatch<T, H> for DatagramKin
             packet: &request.packet,
             socket: &*request.socket,
             rfile: Cursor::new(&request.packet),
-            wfile: Vec::new(),
+            wfile: REPLY.take(),
             client_address,
             server,
         };
@@ -470,6 +479,11 @@ impl<T: DatagramTransport, H: DatagramHandler<T>> Dispatch<T, H> for DatagramKin
         } else {
             T::send_to(req.socket, &req.wfile, client_address)
         };
+        let mut reply = req.wfile;
+        if reply.capacity() <= REPLY_KEEP {
+            reply.clear();
+            REPLY.set(reply);
+        }
         result?;
         sent?;
         Ok(())

@@ -5,7 +5,6 @@
 //! so each is closed exactly once.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Once;
 use std::time::Duration;
@@ -73,14 +72,24 @@ pub(crate) fn poll_readable<const N: usize>(
     Ok(pollfds.map(|p| p.revents != 0))
 }
 
-/// Receives one datagram without blocking. Returns the datagram's real length, which is
-/// larger than `buf.len()` when it was truncated (Linux `MSG_TRUNC`), and the sender.
-pub(crate) fn recv_from_truncating(socket: SockRef<'_>, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
-    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and every byte of `buf` is already
-    // initialised; socket2 only ever writes initialised bytes into the buffer, so `buf` stays
-    // fully initialised once the view ends.
-    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-    socket.recv_from_with_flags(uninit, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+/// Receives one datagram without blocking into the spare capacity of `buf` (which must be
+/// empty), at most `limit` bytes of it, without initialising the buffer first. Returns the
+/// datagram's real length, which is larger than `buf.len()` when it was truncated (Linux
+/// `MSG_TRUNC`), and the sender.
+pub(crate) fn recv_from_truncating(
+    socket: SockRef<'_>,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<(usize, SockAddr)> {
+    debug_assert!(buf.is_empty());
+    let spare = buf.spare_capacity_mut();
+    let room = limit.min(spare.len());
+    let (received, from) =
+        socket.recv_from_with_flags(&mut spare[..room], libc::MSG_TRUNC | libc::MSG_DONTWAIT)?;
+    // SAFETY: recvfrom wrote the datagram, cut to `room` bytes, at the start of the spare
+    // capacity, so its first `received.min(room)` bytes are initialised; `buf` was empty.
+    unsafe { buf.set_len(received.min(room)) };
+    Ok((received, from))
 }
 
 /// The result of [`fork`].

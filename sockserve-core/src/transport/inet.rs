@@ -3,13 +3,15 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::{Connection, Datagram, DatagramKind, DatagramTransport, StreamKind, StreamTransport, Transport};
-use crate::{sys, Options};
+use super::{
+    Connection, Datagram, DatagramKind, DatagramTransport, Packets, StreamKind, StreamTransport, Transport,
+};
+use crate::Options;
 
 fn backlog(options: &Options) -> i32 {
     i32::try_from(options.request_queue_size).unwrap_or(i32::MAX)
@@ -123,7 +125,7 @@ impl Connection for TcpStream {
 pub struct Udp {
     socket: Arc<UdpSocket>,
     address: SocketAddr,
-    buffer: Mutex<Vec<u8>>,
+    packets: Packets,
 }
 
 impl Udp {
@@ -145,7 +147,7 @@ impl Transport for Udp {
         Ok(Udp {
             socket: Arc::new(socket.into()),
             address,
-            buffer: Mutex::new(vec![0; options.max_packet_size.max(1)]),
+            packets: Packets::new(options.max_packet_size),
         })
     }
 
@@ -155,8 +157,8 @@ impl Transport for Udp {
     }
 
     fn server_activate(&mut self, options: &Options) -> io::Result<()> {
-        // Python's UDPServer.server_activate does nothing; the buffer follows the options.
-        self.buffer = Mutex::new(vec![0; options.max_packet_size.max(1)]);
+        // Python's UDPServer.server_activate does nothing; the buffers follow the options.
+        self.packets = Packets::new(options.max_packet_size);
         Ok(())
     }
 
@@ -169,25 +171,26 @@ impl Transport for Udp {
     }
 
     fn get_request(&self) -> io::Result<Option<(Datagram<UdpSocket>, SocketAddr)>> {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        match sys::recv_from_truncating(self.socket(), &mut buffer) {
-            Ok((received, from)) => {
-                let from = from
-                    .as_socket()
-                    .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
-                let packet = buffer[..received.min(buffer.len())].to_vec();
-                Ok(Some((
-                    Datagram {
-                        packet,
-                        socket: Arc::clone(&self.socket),
-                        received,
-                    },
-                    from,
-                )))
+        let Some((packet, received, from)) = self.packets.recv(self.socket())? else {
+            return Ok(None);
+        };
+        let socket = Arc::clone(&self.socket);
+        let datagram = Datagram {
+            packet,
+            socket,
+            received,
+        };
+        match from.as_socket() {
+            Some(from) => Ok(Some((datagram, from))),
+            None => {
+                self.close_request(datagram);
+                Err(io::Error::other("datagram from a non-IP address"))
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
         }
+    }
+
+    fn close_request(&self, request: Datagram<UdpSocket>) {
+        self.packets.recycle(request.packet);
     }
 }
 

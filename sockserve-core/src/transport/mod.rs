@@ -148,6 +148,61 @@ impl<S> Datagram<S> {
     }
 }
 
+/// Receive buffers of the datagram transports. A datagram is received straight into one (no
+/// copy, no zeroing) and becomes the request's `packet`; the buffer comes back when the request
+/// is closed, so a busy server allocates nothing per datagram.
+#[derive(Debug)]
+pub(crate) struct Packets {
+    size: usize,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Packets {
+    /// Buffers kept for reuse at most: enough for the requests a threading server has in
+    /// flight at once, without holding on to a burst's worth.
+    const KEEP: usize = 64;
+
+    pub(crate) fn new(max_packet_size: usize) -> Self {
+        Packets {
+            size: max_packet_size.max(1),
+            free: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Receives one pending datagram: its bytes (at most `max_packet_size`), its real length,
+    /// and the sender; `None` when nothing is pending.
+    pub(crate) fn recv(
+        &self,
+        socket: socket2::SockRef<'_>,
+    ) -> io::Result<Option<(Vec<u8>, usize, socket2::SockAddr)>> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(self.size));
+        match crate::sys::recv_from_truncating(socket, &mut buf, self.size) {
+            Ok((received, from)) => Ok(Some((buf, received, from))),
+            Err(e) => {
+                self.recycle(buf);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Takes a packet's buffer back.
+    pub(crate) fn recycle(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < self.size {
+            return;
+        }
+        buf.clear();
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < Self::KEEP {
+            free.push(buf);
+        }
+    }
+}
+
 /// Turns what a user passes to `bind` into a transport's [`Transport::BindAddress`].
 ///
 /// Implemented for everything [`ToSocketAddrs`] (`"127.0.0.1:0"`, `("::1", 8080)`, a

@@ -27,9 +27,10 @@ use std::time::Duration;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::{
-    Connection, Datagram, DatagramKind, DatagramTransport, StreamKind, StreamTransport, ToAddress, Transport,
+    Connection, Datagram, DatagramKind, DatagramTransport, Packets, StreamKind, StreamTransport, ToAddress,
+    Transport,
 };
-use crate::{sys, Options};
+use crate::Options;
 
 /// The address of a Unix domain socket (Python's `str` or `bytes` addresses of `AF_UNIX`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -335,7 +336,7 @@ impl Connection for net::UnixStream {
 pub struct UnixDatagram {
     socket: Arc<net::UnixDatagram>,
     bound: Bound,
-    buffer: Mutex<Vec<u8>>,
+    packets: Packets,
 }
 
 impl UnixDatagram {
@@ -357,7 +358,7 @@ impl Transport for UnixDatagram {
         Ok(UnixDatagram {
             socket: Arc::new(net::UnixDatagram::from(std::os::fd::OwnedFd::from(socket))),
             bound: Bound::new(address),
-            buffer: Mutex::new(vec![0; options.max_packet_size.max(1)]),
+            packets: Packets::new(options.max_packet_size),
         })
     }
 
@@ -367,7 +368,7 @@ impl Transport for UnixDatagram {
     }
 
     fn server_activate(&mut self, options: &Options) -> io::Result<()> {
-        self.buffer = Mutex::new(vec![0; options.max_packet_size.max(1)]);
+        self.packets = Packets::new(options.max_packet_size);
         Ok(())
     }
 
@@ -380,20 +381,22 @@ impl Transport for UnixDatagram {
     }
 
     fn get_request(&self) -> io::Result<Option<(Datagram<net::UnixDatagram>, UnixAddr)>> {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        match sys::recv_from_truncating(self.socket(), &mut buffer) {
-            Ok((received, from)) => {
-                let packet = buffer[..received.min(buffer.len())].to_vec();
-                let datagram = Datagram {
-                    packet,
-                    socket: Arc::clone(&self.socket),
-                    received,
-                };
-                Ok(Some((datagram, UnixAddr::from_sockaddr(&from))))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some((packet, received, from)) = self.packets.recv(self.socket())? else {
+            return Ok(None);
+        };
+        let socket = Arc::clone(&self.socket);
+        Ok(Some((
+            Datagram {
+                packet,
+                socket,
+                received,
+            },
+            UnixAddr::from_sockaddr(&from),
+        )))
+    }
+
+    fn close_request(&self, request: Datagram<net::UnixDatagram>) {
+        self.packets.recycle(request.packet);
     }
 
     fn server_close(&self) {
