@@ -52,6 +52,7 @@ impl Control {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[inline]
     fn is_requested(&self) -> bool {
         self.requested.load(Ordering::Acquire)
     }
@@ -322,6 +323,7 @@ impl BackOff {
         (Self::FIRST * 2u32.pow(shift)).min(Self::MAX)
     }
 
+    #[inline]
     fn succeeded(&mut self) {
         if self.failures > 0 {
             log::info!("get_request recovered after {} failed attempts", self.failures);

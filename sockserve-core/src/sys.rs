@@ -76,6 +76,7 @@ pub(crate) fn poll_readable<const N: usize>(
 /// empty), at most `limit` bytes of it, without initialising the buffer first. Returns the
 /// datagram's real length, which is larger than `buf.len()` when it was truncated (Linux
 /// `MSG_TRUNC`), and the sender.
+#[inline]
 pub(crate) fn recv_from_truncating(
     socket: SockRef<'_>,
     buf: &mut Vec<u8>,

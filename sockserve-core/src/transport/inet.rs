@@ -171,22 +171,10 @@ impl Transport for Udp {
     }
 
     fn get_request(&self) -> io::Result<Option<(Datagram<UdpSocket>, SocketAddr)>> {
-        let Some((packet, received, from)) = self.packets.recv(self.socket())? else {
-            return Ok(None);
-        };
-        let socket = Arc::clone(&self.socket);
-        let datagram = Datagram {
-            packet,
-            socket,
-            received,
-        };
-        match from.as_socket() {
-            Some(from) => Ok(Some((datagram, from))),
-            None => {
-                self.close_request(datagram);
-                Err(io::Error::other("datagram from a non-IP address"))
-            }
-        }
+        self.packets.recv(&self.socket, |from| {
+            from.as_socket()
+                .ok_or_else(|| io::Error::other("datagram from a non-IP address"))
+        })
     }
 
     fn close_request(&self, request: Datagram<UdpSocket>) {

@@ -169,18 +169,34 @@ impl Packets {
         }
     }
 
-    /// Receives one pending datagram: its bytes (at most `max_packet_size`), its real length,
-    /// and the sender; `None` when nothing is pending.
-    pub(crate) fn recv(
+    /// Receives one pending datagram as a request from `socket` (shared with the request for
+    /// replies), its sender turned into an address by `address`; `None` when nothing is
+    /// pending.
+    #[inline]
+    pub(crate) fn recv<S, A>(
         &self,
-        socket: socket2::SockRef<'_>,
-    ) -> io::Result<Option<(Vec<u8>, usize, socket2::SockAddr)>> {
+        socket: &Arc<S>,
+        address: impl FnOnce(&socket2::SockAddr) -> io::Result<A>,
+    ) -> io::Result<Option<(Datagram<S>, A)>>
+    where
+        S: std::os::fd::AsFd,
+    {
         let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(self.size));
-        match crate::sys::recv_from_truncating(socket, &mut buf, self.size) {
-            Ok((received, from)) => Ok(Some((buf, received, from))),
+        let mut packet = reused.unwrap_or_else(|| Vec::with_capacity(self.size));
+        let received =
+            crate::sys::recv_from_truncating(socket2::SockRef::from(&**socket), &mut packet, self.size);
+        let result = received.and_then(|(received, from)| Ok((received, address(&from)?)));
+        match result {
+            Ok((received, from)) => Ok(Some((
+                Datagram {
+                    packet,
+                    socket: Arc::clone(socket),
+                    received,
+                },
+                from,
+            ))),
             Err(e) => {
-                self.recycle(buf);
+                self.recycle(packet);
                 if e.kind() == io::ErrorKind::WouldBlock {
                     Ok(None)
                 } else {
@@ -191,6 +207,7 @@ impl Packets {
     }
 
     /// Takes a packet's buffer back.
+    #[inline]
     pub(crate) fn recycle(&self, mut buf: Vec<u8>) {
         if buf.capacity() < self.size {
             return;

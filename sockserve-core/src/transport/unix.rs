@@ -381,18 +381,8 @@ impl Transport for UnixDatagram {
     }
 
     fn get_request(&self) -> io::Result<Option<(Datagram<net::UnixDatagram>, UnixAddr)>> {
-        let Some((packet, received, from)) = self.packets.recv(self.socket())? else {
-            return Ok(None);
-        };
-        let socket = Arc::clone(&self.socket);
-        Ok(Some((
-            Datagram {
-                packet,
-                socket,
-                received,
-            },
-            UnixAddr::from_sockaddr(&from),
-        )))
+        self.packets
+            .recv(&self.socket, |from| Ok(UnixAddr::from_sockaddr(from)))
     }
 
     fn close_request(&self, request: Datagram<net::UnixDatagram>) {
