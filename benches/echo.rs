@@ -750,7 +750,7 @@ fn reference_costs(out: &mut String) {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_else(|e| format!("failed: {e}\n"))
     };
-    if let Ok(exe) = std::env::current_exe() {
+    if let Ok(exe) = servers::own_exe() {
         out.push_str(&run(std::process::Command::new(exe).arg("--costs")));
     }
     out.push_str(&run(std::process::Command::new("python3")

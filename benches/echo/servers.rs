@@ -89,6 +89,18 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
+/// The bench binary, for re-executing it as a server. `/proc/self/exe` still
+/// names the running binary when its file has been replaced by a rebuild during
+/// the run (the path from `current_exe()` would then be gone or newer).
+pub fn own_exe() -> io::Result<std::path::PathBuf> {
+    let proc_exe = std::path::PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        Ok(proc_exe)
+    } else {
+        std::env::current_exe()
+    }
+}
+
 /// A running server child. Dropping it kills its whole process group
 /// (forked children included) and reaps it.
 pub struct ServerProc {
@@ -106,7 +118,7 @@ impl ServerProc {
                 c
             }
             None => {
-                let mut c = Command::new(std::env::current_exe()?);
+                let mut c = Command::new(own_exe()?);
                 c.arg("--serve").arg(spec.name);
                 c
             }
