@@ -101,6 +101,25 @@ pub fn log_request_error(client_address: &dyn fmt::Display, error: &RequestError
     log::error!("error handling request from {client_address}: {error}");
 }
 
+/// The request phases, shared by the three handler traits: `$request` is the trait's request
+/// context, `$what` says what `handle` serves and `$after` what happens after `finish`.
+macro_rules! request_phases {
+    ($request:ident, $what:literal, $after:literal) => {
+        /// Called before `handle` (Python's `setup`). Default: nothing.
+        fn setup(&self, req: &mut $request<'_, T>) -> io::Result<()> {
+            let _ = req;
+            Ok(())
+        }
+        #[doc = concat!("Serves ", $what, " (Python's `handle`).")]
+        fn handle(&self, req: &mut $request<'_, T>) -> io::Result<()>;
+        #[doc = concat!("Called after `handle`, even when it failed or panicked (Python's `finish`). ", $after, "Default: nothing.")]
+        fn finish(&self, req: &mut $request<'_, T>) -> io::Result<()> {
+            let _ = req;
+            Ok(())
+        }
+    };
+}
+
 /// The server-level hooks, shared by the three handler traits.
 macro_rules! server_hooks {
     () => {
@@ -240,19 +259,7 @@ impl<T: StreamTransport> fmt::Debug for StreamRequest<'_, T> {
     note = "stream transports (tcp, unix_stream) are served by `impl StreamHandler<..> for {Self}`; datagram transports (udp, unix_datagram) by `impl DatagramHandler<..> for {Self}`"
 )]
 pub trait StreamHandler<T: StreamTransport = crate::transport::Tcp>: 'static {
-    /// Called before `handle` (Python's `setup`). Default: nothing.
-    fn setup(&self, req: &mut StreamRequest<'_, T>) -> io::Result<()> {
-        let _ = req;
-        Ok(())
-    }
-    /// Serves the connection (Python's `handle`).
-    fn handle(&self, req: &mut StreamRequest<'_, T>) -> io::Result<()>;
-    /// Called after `handle`, even when it failed (Python's `finish`). `wfile` is flushed
-    /// after it. Default: nothing.
-    fn finish(&self, req: &mut StreamRequest<'_, T>) -> io::Result<()> {
-        let _ = req;
-        Ok(())
-    }
+    request_phases!(StreamRequest, "the connection", "`wfile` is flushed after it. ");
     server_hooks!();
 }
 
@@ -306,18 +313,11 @@ impl<T: DatagramTransport> fmt::Debug for DatagramRequest<'_, T> {
     note = "datagram transports (udp, unix_datagram) are served by `impl DatagramHandler<..> for {Self}`; stream transports (tcp, unix_stream) by `impl StreamHandler<..> for {Self}`"
 )]
 pub trait DatagramHandler<T: DatagramTransport = crate::transport::Udp>: 'static {
-    /// Called before `handle`. Default: nothing.
-    fn setup(&self, req: &mut DatagramRequest<'_, T>) -> io::Result<()> {
-        let _ = req;
-        Ok(())
-    }
-    /// Serves the datagram.
-    fn handle(&self, req: &mut DatagramRequest<'_, T>) -> io::Result<()>;
-    /// Called after `handle`, even when it failed; `wfile` is sent after it. Default: nothing.
-    fn finish(&self, req: &mut DatagramRequest<'_, T>) -> io::Result<()> {
-        let _ = req;
-        Ok(())
-    }
+    request_phases!(
+        DatagramRequest,
+        "the datagram",
+        "`wfile` is sent after it, if not empty. "
+    );
     server_hooks!();
 }
 
@@ -340,18 +340,7 @@ pub struct BaseRequest<'a, T: Transport> {
     note = "a transport with `type Kind = BaseKind` is served by `impl RequestHandler<{T}> for {Self}`"
 )]
 pub trait RequestHandler<T: Transport>: 'static {
-    /// Called before `handle`. Default: nothing.
-    fn setup(&self, req: &mut BaseRequest<'_, T>) -> io::Result<()> {
-        let _ = req;
-        Ok(())
-    }
-    /// Serves the request.
-    fn handle(&self, req: &mut BaseRequest<'_, T>) -> io::Result<()>;
-    /// Called after `handle`, even when it failed. Default: nothing.
-    fn finish(&self, req: &mut BaseRequest<'_, T>) -> io::Result<()> {
-        let _ = req;
-        Ok(())
-    }
+    request_phases!(BaseRequest, "the request", "");
     server_hooks!();
 }
 
