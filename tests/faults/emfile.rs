@@ -138,13 +138,7 @@ where
         let warnings = harness::warnings();
         let mut clients: Vec<TcpStream> = parked
             .into_iter()
-            .map(|socket| {
-                socket.connect(&SockAddr::from(addr)).expect("connect");
-                let mut stream = TcpStream::from(socket);
-                stream.set_read_timeout(Some(harness::CLIENT_TIMEOUT)).unwrap();
-                stream.write_all(b"request\n").expect("send");
-                stream
-            })
+            .map(|socket| send_request(socket, addr))
             .collect();
         check_episode(warnings);
 
@@ -162,6 +156,16 @@ where
         );
         assert!(harness::eventually(Duration::from_secs(5), || get(served) == PENDING as u64 + 2));
     });
+}
+
+/// Connects a parked client socket (made before the descriptors ran out) and sends one
+/// request line.
+fn send_request(socket: Socket, addr: std::net::SocketAddr) -> TcpStream {
+    socket.connect(&SockAddr::from(addr)).expect("connect");
+    let mut stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(harness::CLIENT_TIMEOUT)).unwrap();
+    stream.write_all(b"request\n").expect("send");
+    stream
 }
 
 /// More connections than descriptors: a threading server holds each connection in a handler
@@ -183,13 +187,7 @@ fn more_connections_than_descriptors() {
         let warnings = harness::warnings();
         let mut clients: Vec<TcpStream> = parked
             .into_iter()
-            .map(|socket| {
-                socket.connect(&SockAddr::from(addr)).expect("connect");
-                let mut stream = TcpStream::from(socket);
-                stream.set_read_timeout(Some(harness::CLIENT_TIMEOUT)).unwrap();
-                stream.write_all(b"request\n").expect("send");
-                stream
-            })
+            .map(|socket| send_request(socket, addr))
             .collect();
         check_episode(warnings);
         let held = server.concurrency().active_threads();
