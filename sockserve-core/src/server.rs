@@ -248,19 +248,25 @@ where
     }
 
     fn handle_timeout(&self) {
-        let _ = guarded(|| {
-            T::Kind::handle_timeout(&self.handler, &self.context);
-            Ok(())
-        })
-        .map_err(|e| log::error!("handle_timeout failed: {e}"));
+        run_hook("handle_timeout", || {
+            T::Kind::handle_timeout(&self.handler, &self.context)
+        });
     }
 
     fn service_actions(&self) {
-        let _ = guarded(|| {
-            T::Kind::service_actions(&self.handler, &self.context);
-            Ok(())
-        })
-        .map_err(|e| log::error!("service_actions failed: {e}"));
+        run_hook("service_actions", || {
+            T::Kind::service_actions(&self.handler, &self.context)
+        });
+    }
+}
+
+/// Runs a handler hook that reports to nobody: a panic in it is logged, not spread.
+fn run_hook(name: &str, hook: impl FnOnce()) {
+    if let Err(e) = guarded(|| {
+        hook();
+        Ok(())
+    }) {
+        log::error!("{name} failed: {e}");
     }
 }
 
