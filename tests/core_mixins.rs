@@ -86,7 +86,7 @@ fn threading_block_on_close_waits_for_handler_threads() {
         .concurrency()
         .active_threads()
         == 5));
-    let (result, mut server) = running.stop();
+    let (result, server) = running.stop();
     result.unwrap();
     let started = Instant::now();
     server.server_close();
@@ -122,7 +122,7 @@ fn daemon_threads_are_not_waited_for() {
             .concurrency()
             .active_threads()
             == 1));
-        let (result, mut server) = running.stop();
+        let (result, server) = running.stop();
         result.unwrap();
         let started = Instant::now();
         server.server_close();
@@ -199,7 +199,7 @@ fn forking_respects_max_children_and_reaps_every_child() {
     );
     assert_eq!(pids.len(), 9, "one process per request");
     assert!(peak <= 3, "peak of {peak} children");
-    let (result, mut server) = running.stop();
+    let (result, server) = running.stop();
     result.unwrap();
     server.server_close();
     assert_eq!(server.concurrency().active_children(), 0);
@@ -235,7 +235,7 @@ fn forking_block_on_close_waits_for_children_and_collect_children_reaps() {
         .concurrency()
         .active_children()
         == 1));
-    let (result, mut server) = running.stop();
+    let (result, server) = running.stop();
     result.unwrap();
     // Not finished yet: a non-blocking collection leaves it.
     server.concurrency().collect_children(false);

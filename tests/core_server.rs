@@ -381,9 +381,16 @@ fn request_queue_size_sets_the_listen_backlog() {
 #[test]
 fn fileno_is_the_listening_socket() {
     let server = TcpServer::with_options("127.0.0.1:0", Probe::default(), fast()).unwrap();
-    let fd = server.as_raw_fd();
+    let fd = server.fileno().expect("a listening socket").as_raw_fd();
     let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
     assert!(link.to_string_lossy().starts_with("socket:"));
+    assert!(!server.is_closed());
+    server.server_close();
+    assert!(server.is_closed());
+    assert!(
+        server.fileno().is_none(),
+        "Python's fileno() is -1 after server_close"
+    );
 }
 
 #[test]
@@ -397,7 +404,7 @@ fn dropping_a_server_closes_it() {
 
 #[test]
 fn server_close_is_idempotent_and_stops_accepting() {
-    let mut server = TcpServer::with_options("127.0.0.1:0", Probe::default(), fast()).unwrap();
+    let server = TcpServer::with_options("127.0.0.1:0", Probe::default(), fast()).unwrap();
     let addr = server.server_address();
     server.server_close();
     server.server_close();
@@ -430,4 +437,22 @@ fn handlers_share_server_wide_state() {
     seen.sort();
     assert_eq!(seen, (1..=20).collect::<Vec<_>>());
     assert_eq!(running.server.handler().0.load(Ordering::SeqCst), 20);
+}
+
+#[test]
+fn server_close_works_on_a_server_shared_with_its_serving_thread() {
+    let server = ThreadingTcpServer::with_options("127.0.0.1:0", Probe::default(), fast()).unwrap();
+    let addr = server.server_address();
+    let running = Running::start(server);
+    assert!(TcpStream::connect(addr).is_ok());
+    // The serving thread holds the server too (an Arc): close it from here.
+    running.server.server_close();
+    assert!(running.server.is_closed());
+    assert!(running.server.fileno().is_none());
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "nobody listens after server_close"
+    );
+    let (result, _server) = running.stop();
+    result.unwrap();
 }

@@ -29,3 +29,6 @@ mod sigpipe;
 
 #[path = "faults/datagram.rs"]
 mod datagram;
+
+#[path = "faults/reporting.rs"]
+mod reporting;

@@ -2,8 +2,7 @@
 
 use std::io;
 
-use crate::concurrency::{Concurrency, Process};
-use crate::handler::Dispatch;
+use crate::concurrency::Concurrency;
 use crate::transport::{ToAddress, Transport};
 use crate::{Options, Server};
 
@@ -27,14 +26,46 @@ pub trait Declared: Sized + 'static {
     /// The options set in the attribute, the rest at their defaults.
     const OPTIONS: Options;
 
+    /// Creates the declared server with `options` in place of [`OPTIONS`](Declared::OPTIONS),
+    /// its socket not yet bound. The macro generates it; it is the one place where the
+    /// handler is checked against the transport and the concurrency model, so a mismatch is
+    /// one error at the attribute, and a server once made asks nothing more of its types.
+    fn unbound_with<A>(
+        self,
+        address: A,
+        options: Options,
+    ) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>>
+    where
+        A: ToAddress<<Self::Transport as Transport>::BindAddress>;
+
     /// Creates the declared server on `address`, bound and listening.
     fn bind<A>(self, address: A) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>>
     where
         A: ToAddress<<Self::Transport as Transport>::BindAddress>,
-        <Self::Transport as Transport>::Kind: Dispatch<Self::Transport, Self>,
-        Self::Concurrency: Process<Self::Transport, Self>,
     {
-        Server::with_options(address, self, Self::OPTIONS)
+        self.bind_with(address, Self::OPTIONS)
+    }
+
+    /// Creates the declared server with run-time `options`, bound and listening: the options
+    /// of the attribute are the defaults, the program overrides what its flags set.
+    ///
+    /// ```ignore
+    /// let mut options = Echo::OPTIONS;                 // what #[server(...)] declared
+    /// options.max_threads = Some(args.threads);        // what the command line says
+    /// let server = Echo.bind_with(&args.bind, options)?;
+    /// ```
+    fn bind_with<A>(
+        self,
+        address: A,
+        options: Options,
+    ) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>>
+    where
+        A: ToAddress<<Self::Transport as Transport>::BindAddress>,
+    {
+        let mut server = self.unbound_with(address, options)?;
+        server.server_bind()?;
+        server.server_activate()?;
+        Ok(server)
     }
 
     /// Creates the declared server with its socket not yet bound (Python's
@@ -42,9 +73,7 @@ pub trait Declared: Sized + 'static {
     fn unbound<A>(self, address: A) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>>
     where
         A: ToAddress<<Self::Transport as Transport>::BindAddress>,
-        <Self::Transport as Transport>::Kind: Dispatch<Self::Transport, Self>,
-        Self::Concurrency: Process<Self::Transport, Self>,
     {
-        Server::unbound(address, self, Self::OPTIONS)
+        self.unbound_with(address, Self::OPTIONS)
     }
 }

@@ -24,20 +24,64 @@ use std::any::Any;
 use std::fmt;
 use std::io::{self, BufReader, Cursor, Write};
 use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
 
 use crate::server::ServerContext;
 use crate::transport::{
     BaseKind, Connection, DatagramKind, DatagramTransport, StreamKind, StreamTransport, Transport,
 };
 
-/// Why a request failed: the handler returned an error, or panicked.
+/// Why a request failed.
+///
+/// Failures that are ordinary peer behaviour ([`Disconnected`](RequestError::Disconnected),
+/// [`TimedOut`](RequestError::TimedOut)) have variants of their own, so a `handle_error` can
+/// tell them from real faults; the default one logs them at debug level only, so a storm of
+/// resets does not flood the log. [`is_peer_event`](RequestError::is_peer_event) says which is
+/// which.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum RequestError {
     /// `setup`, `handle` or `finish` returned an error, or the server could not take the
     /// request further (a datagram was truncated, a thread or process could not start).
     Io(io::Error),
     /// A handler method panicked; the panic message.
     Panic(String),
+    /// The client went away in the middle of the request: it reset the connection
+    /// (`ECONNRESET`), or closed it before the reply was written (`EPIPE`), or the connection
+    /// was aborted (`ECONNABORTED`). The error as the handler saw it.
+    Disconnected(io::Error),
+    /// The connection made no progress for `connection_timeout` (Python's
+    /// `StreamRequestHandler.timeout`) and was closed.
+    TimedOut(Duration),
+}
+
+impl RequestError {
+    /// Whether this is ordinary peer behaviour (a disconnect or an idle timeout) rather than a
+    /// fault of the server or the handler.
+    pub fn is_peer_event(&self) -> bool {
+        matches!(self, RequestError::Disconnected(_) | RequestError::TimedOut(_))
+    }
+
+    /// The I/O error behind this failure, if there is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            RequestError::Io(e) | RequestError::Disconnected(e) => Some(e),
+            RequestError::Panic(_) | RequestError::TimedOut(_) => None,
+        }
+    }
+
+    /// Turns a read or write timeout on a connection with `connection_timeout` set into
+    /// [`TimedOut`](RequestError::TimedOut): the socket reports it as `EAGAIN`.
+    fn with_timeout(self, timeout: Option<Duration>) -> Self {
+        match (self, timeout) {
+            (RequestError::Io(e), Some(t))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                RequestError::TimedOut(t)
+            }
+            (other, _) => other,
+        }
+    }
 }
 
 impl fmt::Display for RequestError {
@@ -45,6 +89,15 @@ impl fmt::Display for RequestError {
         match self {
             RequestError::Io(e) => write!(f, "{e}"),
             RequestError::Panic(msg) => write!(f, "handler panicked: {msg}"),
+            RequestError::Disconnected(e) => match e.raw_os_error() {
+                Some(libc::ECONNRESET) => f.write_str("the client reset the connection"),
+                Some(libc::EPIPE) => {
+                    f.write_str("the client closed the connection before the reply was sent")
+                }
+                Some(libc::ECONNABORTED) => f.write_str("the connection was aborted"),
+                _ => write!(f, "the client went away ({e})"),
+            },
+            RequestError::TimedOut(t) => write!(f, "idle for {t:?} (connection_timeout), closed"),
         }
     }
 }
@@ -52,15 +105,22 @@ impl fmt::Display for RequestError {
 impl std::error::Error for RequestError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RequestError::Io(e) => Some(e),
-            RequestError::Panic(_) => None,
+            RequestError::Io(e) | RequestError::Disconnected(e) => Some(e),
+            RequestError::Panic(_) | RequestError::TimedOut(_) => None,
         }
     }
 }
 
+/// An I/O error becomes [`RequestError::Disconnected`] when it says the peer went away,
+/// [`RequestError::Io`] otherwise.
 impl From<io::Error> for RequestError {
     fn from(e: io::Error) -> Self {
-        RequestError::Io(e)
+        match e.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+                RequestError::Disconnected(e)
+            }
+            _ => RequestError::Io(e),
+        }
     }
 }
 
@@ -82,23 +142,48 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, RequestError>) -> Result<
     }
 }
 
-/// Python's `BaseRequestHandler.__init__`: setup, then handle and finish (finish even when
-/// handle fails). The first error wins.
-fn run_phases<R>(
+/// Python's `BaseRequestHandler.__init__`: setup (which creates the request's state), then
+/// handle and finish (finish even when handle fails). The first error wins.
+fn run_phases<R, S>(
     req: &mut R,
-    setup: impl FnOnce(&mut R) -> io::Result<()>,
-    handle: impl FnOnce(&mut R) -> io::Result<()>,
-    finish: impl FnOnce(&mut R) -> io::Result<()>,
+    setup: impl FnOnce(&mut R) -> io::Result<S>,
+    handle: impl FnOnce(&mut S, &mut R) -> io::Result<()>,
+    finish: impl FnOnce(&mut S, &mut R) -> io::Result<()>,
 ) -> Result<(), RequestError> {
-    guarded(|| Ok(setup(req)?))?;
-    let handled = guarded(|| Ok(handle(req)?));
-    let finished = guarded(|| Ok(finish(req)?));
+    let mut state = guarded(|| Ok(setup(req)?))?;
+    let handled = guarded(|| Ok(handle(&mut state, req)?));
+    let finished = guarded(|| Ok(finish(&mut state, req)?));
     handled.and(finished)
 }
 
-/// Logs a failed request with its client address: the default `handle_error`.
+/// Reports a server error where a person will see it: through the `log` crate when a logger
+/// takes error records from sockserve, on standard error otherwise (as Python's
+/// `handle_error` prints its traceback), so that no error vanishes for want of a logger.
+pub fn report_error(args: fmt::Arguments<'_>) {
+    let metadata = log::Metadata::builder()
+        .level(log::Level::Error)
+        .target(module_path!())
+        .build();
+    if log::Level::Error <= log::max_level() && log::logger().enabled(&metadata) {
+        log::error!("{args}");
+    } else {
+        // Written in one call, so that lines of concurrent requests do not interleave.
+        let line = format!("sockserve: {args}\n");
+        let _ = io::stderr().write_all(line.as_bytes());
+    }
+}
+
+/// The default `handle_error`: a peer event (disconnect, idle timeout) is logged at debug
+/// level, in words; any other failure is reported at error level with the client address
+/// through [`report_error`] (stderr when no logger is installed).
 pub fn log_request_error(client_address: &dyn fmt::Display, error: &RequestError) {
-    log::error!("error handling request from {client_address}: {error}");
+    if error.is_peer_event() {
+        log::debug!("request from {client_address}: {error}");
+    } else {
+        report_error(format_args!(
+            "error handling request from {client_address}: {error}"
+        ));
+    }
 }
 
 /// The request phases, shared by the three handler traits: `$request` is the trait's request
@@ -120,6 +205,60 @@ macro_rules! request_phases {
     };
 }
 
+/// The request phases of the stateful handler traits: `setup` creates the request's own
+/// state, which `handle` and `finish` borrow mutably.
+macro_rules! stateful_phases {
+    ($request:ident, $what:literal, $after:literal) => {
+        /// The request's own state: Python's handler instance attributes (`self.x` set in
+        /// `setup`). `setup` creates it; `handle` and `finish` borrow it mutably, with no lock;
+        /// it is dropped when the request ends.
+        type State;
+        /// Called before `handle`; creates the request's state (Python's `setup`).
+        fn setup(&self, req: &mut $request<'_, T>) -> io::Result<Self::State>;
+        #[doc = concat!("Serves ", $what, " (Python's `handle`).")]
+        fn handle(&self, state: &mut Self::State, req: &mut $request<'_, T>) -> io::Result<()>;
+        #[doc = concat!("Called after `handle`, even when it failed or panicked (Python's `finish`). ", $after, "Default: nothing.")]
+        fn finish(&self, state: &mut Self::State, req: &mut $request<'_, T>) -> io::Result<()> {
+            let _ = (state, req);
+            Ok(())
+        }
+    };
+}
+
+/// The stateless handler trait `$plain` is its stateful twin `$stateful` with `State = ()`.
+macro_rules! stateless_is_stateful {
+    ($plain:ident, $stateful:ident, $request:ident, $bound:path) => {
+        #[diagnostic::do_not_recommend]
+        impl<T: $bound, H: $plain<T>> $stateful<T> for H {
+            type State = ();
+            #[inline]
+            fn setup(&self, req: &mut $request<'_, T>) -> io::Result<()> {
+                $plain::setup(self, req)
+            }
+            #[inline]
+            fn handle(&self, _: &mut (), req: &mut $request<'_, T>) -> io::Result<()> {
+                $plain::handle(self, req)
+            }
+            #[inline]
+            fn finish(&self, _: &mut (), req: &mut $request<'_, T>) -> io::Result<()> {
+                $plain::finish(self, req)
+            }
+            fn verify_request(&self, request: &T::Request, client_address: &T::Address) -> bool {
+                $plain::verify_request(self, request, client_address)
+            }
+            fn handle_error(&self, client_address: &T::Address, error: &RequestError) {
+                $plain::handle_error(self, client_address, error)
+            }
+            fn handle_timeout(&self, server: &ServerContext<T>) {
+                $plain::handle_timeout(self, server)
+            }
+            fn service_actions(&self, server: &ServerContext<T>) {
+                $plain::service_actions(self, server)
+            }
+        }
+    };
+}
+
 /// The server-level hooks, shared by the three handler traits.
 macro_rules! server_hooks {
     () => {
@@ -132,8 +271,9 @@ macro_rules! server_hooks {
         }
 
         /// Called when a request fails: a handler method returned an error or panicked
-        /// (Python's `handle_error`). The server goes on serving. Default: log the error with
-        /// the client address through the `log` crate at error level.
+        /// (Python's `handle_error`). The server goes on serving. Default:
+        /// [`log_request_error`]: a disconnect or idle timeout at debug level, anything else
+        /// at error level with the client address (on stderr when no logger is installed).
         fn handle_error(&self, client_address: &T::Address, error: &RequestError) {
             log_request_error(client_address, error)
         }
@@ -263,6 +403,56 @@ pub trait StreamHandler<T: StreamTransport = crate::transport::Tcp>: 'static {
     server_hooks!();
 }
 
+/// A [`StreamHandler`] with per-request state: Python's handler instance, in Rust terms.
+///
+/// `setup` returns the request's [`State`](StatefulStreamHandler::State), which `handle` and
+/// `finish` borrow mutably (no lock: one request owns it); `&self` stays the server-wide
+/// state. Every [`StreamHandler`] is one of these with `State = ()`, at no cost; implement
+/// this trait instead of `StreamHandler`, not both.
+///
+/// ```no_run
+/// use std::io::{self, BufRead, Write};
+/// use sockserve_core::{StatefulStreamHandler, StreamRequest, ThreadingTcpServer, transport::Tcp};
+///
+/// struct Counter;
+///
+/// impl StatefulStreamHandler for Counter {
+///     type State = u64; // lines seen on this connection
+///
+///     fn setup(&self, _req: &mut StreamRequest<'_, Tcp>) -> io::Result<u64> {
+///         Ok(0)
+///     }
+///     fn handle(&self, lines: &mut u64, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+///         let mut line = String::new();
+///         while req.rfile.read_line(&mut line)? > 0 {
+///             *lines += 1;
+///             writeln!(req.wfile, "{lines}")?;
+///             line.clear();
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// ThreadingTcpServer::bind("127.0.0.1:9000", Counter)?.serve_forever()?;
+/// # Ok::<(), io::Error>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a stream handler for `{T}`",
+    label = "`{T}` needs a `StreamHandler<{T}>`",
+    note = "stream transports (tcp, unix_stream) are served by `impl StreamHandler<..> for {Self}` (or `StatefulStreamHandler` for per-request state); datagram transports (udp, unix_datagram) by `impl DatagramHandler<..> for {Self}`"
+)]
+pub trait StatefulStreamHandler<T: StreamTransport = crate::transport::Tcp>: 'static {
+    stateful_phases!(StreamRequest, "the connection", "`wfile` is flushed after it. ");
+    server_hooks!();
+}
+
+stateless_is_stateful!(
+    StreamHandler,
+    StatefulStreamHandler,
+    StreamRequest,
+    StreamTransport
+);
+
 /// One datagram, as a [`DatagramHandler`] sees it (Python's `DatagramRequestHandler`
 /// attributes).
 pub struct DatagramRequest<'a, T: DatagramTransport> {
@@ -321,6 +511,30 @@ pub trait DatagramHandler<T: DatagramTransport = crate::transport::Udp>: 'static
     server_hooks!();
 }
 
+/// A [`DatagramHandler`] with per-request state, created by `setup` and owned by the request
+/// through `handle` and `finish` (see [`StatefulStreamHandler`]). Every `DatagramHandler` is
+/// one with `State = ()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a datagram handler for `{T}`",
+    label = "`{T}` needs a `DatagramHandler<{T}>`",
+    note = "datagram transports (udp, unix_datagram) are served by `impl DatagramHandler<..> for {Self}` (or `StatefulDatagramHandler` for per-request state); stream transports (tcp, unix_stream) by `impl StreamHandler<..> for {Self}`"
+)]
+pub trait StatefulDatagramHandler<T: DatagramTransport = crate::transport::Udp>: 'static {
+    stateful_phases!(
+        DatagramRequest,
+        "the datagram",
+        "`wfile` is sent after it, if not empty. "
+    );
+    server_hooks!();
+}
+
+stateless_is_stateful!(
+    DatagramHandler,
+    StatefulDatagramHandler,
+    DatagramRequest,
+    DatagramTransport
+);
+
 /// One request of a [`BaseKind`] transport, as a [`RequestHandler`] sees it (Python's
 /// `BaseRequestHandler` attributes).
 pub struct BaseRequest<'a, T: Transport> {
@@ -343,6 +557,21 @@ pub trait RequestHandler<T: Transport>: 'static {
     request_phases!(BaseRequest, "the request", "");
     server_hooks!();
 }
+
+/// A [`RequestHandler`] with per-request state, created by `setup` and owned by the request
+/// through `handle` and `finish` (see [`StatefulStreamHandler`]). Every `RequestHandler` is
+/// one with `State = ()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a request handler for `{T}`",
+    label = "`{T}` needs a `RequestHandler<{T}>`",
+    note = "a transport with `type Kind = BaseKind` is served by `impl RequestHandler<{T}> for {Self}` (or `StatefulRequestHandler` for per-request state)"
+)]
+pub trait StatefulRequestHandler<T: Transport>: 'static {
+    stateful_phases!(BaseRequest, "the request", "");
+    server_hooks!();
+}
+
+stateless_is_stateful!(RequestHandler, StatefulRequestHandler, BaseRequest, Transport);
 
 /// Connects a transport's [`Kind`](Transport::Kind) to the handler trait that serves it.
 /// Implemented for [`StreamKind`], [`DatagramKind`] and [`BaseKind`]; the server requires
@@ -388,7 +617,7 @@ macro_rules! forward_hooks {
     };
 }
 
-impl<T: StreamTransport, H: StreamHandler<T>> Dispatch<T, H> for StreamKind {
+impl<T: StreamTransport, H: StatefulStreamHandler<T>> Dispatch<T, H> for StreamKind {
     fn finish_request(
         handler: &H,
         request: &mut T::Request,
@@ -413,14 +642,15 @@ impl<T: StreamTransport, H: StreamHandler<T>> Dispatch<T, H> for StreamKind {
         let result = run_phases(
             &mut req,
             |r| handler.setup(r),
-            |r| handler.handle(r),
-            |r| handler.finish(r),
+            |state, r| handler.handle(state, r),
+            |state, r| handler.finish(state, r),
         );
-        let flushed = req.wfile.flush();
-        result?;
-        Ok(flushed?)
+        let flushed = req.wfile.flush().map_err(RequestError::from);
+        result
+            .and(flushed)
+            .map_err(|e| e.with_timeout(options.connection_timeout))
     }
-    forward_hooks!(StreamHandler);
+    forward_hooks!(StatefulStreamHandler);
 }
 
 thread_local! {
@@ -432,7 +662,7 @@ thread_local! {
 /// A reply buffer larger than this is freed rather than kept for the next request.
 const REPLY_KEEP: usize = 64 * 1024;
 
-impl<T: DatagramTransport, H: DatagramHandler<T>> Dispatch<T, H> for DatagramKind {
+impl<T: DatagramTransport, H: StatefulDatagramHandler<T>> Dispatch<T, H> for DatagramKind {
     fn finish_request(
         handler: &H,
         request: &mut T::Request,
@@ -460,8 +690,8 @@ impl<T: DatagramTransport, H: DatagramHandler<T>> Dispatch<T, H> for DatagramKin
         let result = run_phases(
             &mut req,
             |r| handler.setup(r),
-            |r| handler.handle(r),
-            |r| handler.finish(r),
+            |state, r| handler.handle(state, r),
+            |state, r| handler.finish(state, r),
         );
         let sent = if req.wfile.is_empty() {
             Ok(0)
@@ -477,10 +707,10 @@ impl<T: DatagramTransport, H: DatagramHandler<T>> Dispatch<T, H> for DatagramKin
         sent?;
         Ok(())
     }
-    forward_hooks!(DatagramHandler);
+    forward_hooks!(StatefulDatagramHandler);
 }
 
-impl<T: Transport, H: RequestHandler<T>> Dispatch<T, H> for BaseKind {
+impl<T: Transport, H: StatefulRequestHandler<T>> Dispatch<T, H> for BaseKind {
     fn finish_request(
         handler: &H,
         request: &mut T::Request,
@@ -495,9 +725,9 @@ impl<T: Transport, H: RequestHandler<T>> Dispatch<T, H> for BaseKind {
         run_phases(
             &mut req,
             |r| handler.setup(r),
-            |r| handler.handle(r),
-            |r| handler.finish(r),
+            |state, r| handler.handle(state, r),
+            |state, r| handler.finish(state, r),
         )
     }
-    forward_hooks!(RequestHandler);
+    forward_hooks!(StatefulRequestHandler);
 }

@@ -78,8 +78,9 @@ pub mod transport;
 
 pub use declared::Declared;
 pub use handler::{
-    log_request_error, BaseRequest, DatagramHandler, DatagramRequest, Dispatch, RequestError, RequestHandler,
-    StreamHandler, StreamRequest, Wfile,
+    log_request_error, report_error, BaseRequest, DatagramHandler, DatagramRequest, Dispatch, RequestError,
+    RequestHandler, StatefulDatagramHandler, StatefulRequestHandler, StatefulStreamHandler, StreamHandler,
+    StreamRequest, Wfile,
 };
 pub use options::Options;
 pub use server::{Server, ServerContext, ServerCore, ShutdownHandle};
@@ -119,7 +120,8 @@ pub mod prelude {
     pub use crate::{
         BaseRequest, DatagramHandler, DatagramRequest, Declared, ForkingTcpServer, ForkingUdpServer,
         ForkingUnixDatagramServer, ForkingUnixStreamServer, Options, RequestError, RequestHandler, Server,
-        ServerContext, ShutdownHandle, StreamHandler, StreamRequest, TcpServer, ThreadingTcpServer,
+        ServerContext, ShutdownHandle, StatefulDatagramHandler, StatefulRequestHandler,
+        StatefulStreamHandler, StreamHandler, StreamRequest, TcpServer, ThreadingTcpServer,
         ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
         UnixDatagramServer, UnixStreamServer,
     };

@@ -9,14 +9,14 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use crate::concurrency::{Concurrency, Process};
-use crate::handler::{guarded, Dispatch, RequestError};
+use crate::handler::{guarded, report_error, Dispatch, RequestError};
 use crate::transport::{ToAddress, Transport};
 use crate::{sys, Options};
 
@@ -221,7 +221,9 @@ where
             T::Kind::handle_error(&self.handler, client_address, error);
             Ok(())
         }) {
-            log::error!("handle_error for {client_address} failed: {panic} (while reporting: {error})");
+            report_error(format_args!(
+                "handle_error for {client_address} failed: {panic} (while reporting: {error})"
+            ));
         }
     }
 
@@ -266,7 +268,7 @@ fn run_hook(name: &str, hook: impl FnOnce()) {
         hook();
         Ok(())
     }) {
-        log::error!("{name} failed: {e}");
+        report_error(format_args!("{name} failed: {e}"));
     }
 }
 
@@ -351,7 +353,22 @@ const BATCH: usize = 64;
 pub struct Server<T: Transport, C: Concurrency, H> {
     core: Arc<ServerCore<T, H>>,
     concurrency: C,
-    closed: bool,
+    /// The steps that need the handler to fit the transport and the mix-in, bound once when
+    /// the server is made, so the methods of a made server ask nothing more of its types.
+    steps: Steps<T, C, H>,
+    closed: AtomicBool,
+}
+
+/// `verify_request`, then `process_request` or `shutdown_request`, for one request.
+type HandleOne<T, C, H> =
+    fn(&C, &Arc<ServerCore<T, H>>, <T as Transport>::Request, <T as Transport>::Address);
+
+/// The handler- and mix-in-specific steps of the serve loop, taken from the bounded impl when
+/// a server is made.
+struct Steps<T: Transport, C, H> {
+    handle_one: HandleOne<T, C, H>,
+    service_actions: fn(&ServerCore<T, H>),
+    handle_timeout: fn(&ServerCore<T, H>),
 }
 
 impl<T: Transport, C: Concurrency, H> fmt::Debug for Server<T, C, H> {
@@ -412,10 +429,32 @@ where
         Ok(Server {
             core: Arc::new(ServerCore { context, handler }),
             concurrency,
-            closed: false,
+            steps: Steps {
+                handle_one: Self::verify_and_process,
+                service_actions: ServerCore::service_actions,
+                handle_timeout: ServerCore::handle_timeout,
+            },
+            closed: AtomicBool::new(false),
         })
     }
 
+    /// One request, from `get_request` on (Python's `_handle_request_noblock`): verify it,
+    /// then process it, or close a refused one through `shutdown_request`.
+    fn verify_and_process(
+        concurrency: &C,
+        core: &Arc<ServerCore<T, H>>,
+        request: T::Request,
+        client_address: T::Address,
+    ) {
+        if core.verify_request(&request, &client_address) {
+            concurrency.process_request(core, request, client_address);
+        } else {
+            core.shutdown_request(request);
+        }
+    }
+}
+
+impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
     fn parts_mut(&mut self) -> io::Result<(&mut T, &Options)> {
         let core = Arc::get_mut(&mut self.core).ok_or_else(|| {
             io::Error::new(io::ErrorKind::ResourceBusy, "the server has requests in flight")
@@ -453,6 +492,10 @@ where
         loop {
             let mut taken = 0;
             let mut delay = None;
+            // A server closed from another thread stops serving: its socket accepts no more.
+            if self.is_closed() {
+                return Ok(());
+            }
             while taken < BATCH && !control.is_requested() {
                 match transport.get_request() {
                     Ok(Some((request, client_address))) => {
@@ -476,7 +519,7 @@ where
                 return Ok(());
             }
             self.concurrency.service_actions();
-            self.core.service_actions();
+            (self.steps.service_actions)(&self.core);
             if taken == BATCH {
                 continue;
             }
@@ -514,7 +557,7 @@ where
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if remaining == Some(Duration::ZERO) {
                 self.concurrency.handle_timeout();
-                self.core.handle_timeout();
+                (self.steps.handle_timeout)(&self.core);
                 break Ok(());
             }
             let fd = transport.fileno();
@@ -529,19 +572,11 @@ where
         result
     }
 
-    /// One request, from `get_request` on (Python's `_handle_request_noblock`): verify it,
-    /// then process it, or close a refused one through `shutdown_request`.
+    /// One request, from `get_request` on: the steps of `verify_and_process`.
     fn handle_one(&self, request: T::Request, client_address: T::Address) {
-        if self.core.verify_request(&request, &client_address) {
-            self.concurrency
-                .process_request(&self.core, request, client_address);
-        } else {
-            self.core.shutdown_request(request);
-        }
+        (self.steps.handle_one)(&self.concurrency, &self.core, request, client_address)
     }
-}
 
-impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
     /// Python's `shutdown()`: stops `serve_forever` and waits until it has returned. Callable
     /// from any thread; from inside a handler of a synchronous server it returns at once and
     /// the loop stops after that request. Handlers of threading and forking servers may still
@@ -557,14 +592,29 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
     }
 
     /// Python's `server_close()`: stops accepting, waits for handler threads or children
-    /// (`block_on_close`), releases the socket file of a Unix server. Idempotent; dropping
-    /// the server calls it.
-    pub fn server_close(&mut self) {
-        if std::mem::replace(&mut self.closed, true) {
+    /// (`block_on_close`), releases the socket file of a Unix server. Idempotent; takes
+    /// `&self`, so a server shared with the thread that serves it (`Arc<Server>`) can be
+    /// closed from another; dropping the server calls it.
+    pub fn server_close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         self.core.context.transport.server_close();
         self.concurrency.server_close();
+    }
+
+    /// Whether [`server_close`](Server::server_close) has been called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Python's `fileno()`: the descriptor the server waits on for requests; `None` once the
+    /// server is closed (where Python returns -1), and for a transport without a descriptor.
+    pub fn fileno(&self) -> Option<BorrowedFd<'_>> {
+        if self.is_closed() {
+            return None;
+        }
+        self.core.context.transport.fileno()
     }
 
     /// The address the server is bound to (Python's `server_address`): the real port when
@@ -602,19 +652,5 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
 impl<T: Transport, C: Concurrency, H> Drop for Server<T, C, H> {
     fn drop(&mut self) {
         self.server_close();
-    }
-}
-
-/// Python's `fileno()`, for transports that have a descriptor (all built-in ones).
-impl<T: Transport + AsFd, C: Concurrency, H> AsFd for Server<T, C, H> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.core.context.transport.as_fd()
-    }
-}
-
-/// Python's `fileno()`.
-impl<T: Transport + AsFd, C: Concurrency, H> AsRawFd for Server<T, C, H> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.as_fd().as_raw_fd()
     }
 }

@@ -13,33 +13,82 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::{parse_quote, GenericParam, Generics};
 
 /// The whole macro: parse, validate, generate. On error the item is emitted
-/// unchanged next to the errors, so that the struct still exists and the only
-/// errors the user sees are ours.
+/// unchanged next to the errors, with the alias and a `Declared` impl for what the
+/// attribute most likely meant ([`valid::fallback`]) whose methods are never run,
+/// so that the struct, its server type and `bind` still exist and the only errors
+/// the user sees are ours.
 pub(crate) fn server(args: TokenStream, item: TokenStream) -> TokenStream {
-    match Input::parse(args, item.clone()).and_then(|input| {
-        let server = valid::validate(&input)?;
-        Ok(generate(&server))
-    }) {
-        Ok(tokens) => tokens,
-        Err(errors) => {
-            let errors = errors.to_compile_error();
-            quote!(#item #errors)
+    let input = match Input::parse(args.clone(), item.clone()) {
+        Ok(input) => input,
+        Err(error) => {
+            let errors = error.to_compile_error();
+            let Ok(item) = syn::parse2::<syn::ItemStruct>(item.clone()) else {
+                return quote!(#item #errors);
+            };
+            let words = bare_words(args);
+            return fallback(&valid::fallback(&item, &words), errors);
+        }
+    };
+    match valid::validate(&input) {
+        Ok(server) => generate(&server),
+        Err(error) => {
+            let words: Vec<Ident> = input
+                .args
+                .args
+                .iter()
+                .filter_map(|arg| match arg {
+                    crate::attr::Arg::Word(word) => Some(word.clone()),
+                    crate::attr::Arg::Option(_) => None,
+                })
+                .collect();
+            fallback(&valid::fallback(&input.item, &words), error.to_compile_error())
         }
     }
 }
 
-/// The struct as written, the alias, the `Declared` impl and the checks.
+/// The bare identifiers among attribute arguments that did not parse.
+fn bare_words(args: TokenStream) -> Vec<Ident> {
+    args.into_iter()
+        .filter_map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) => Some(ident),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The struct, the errors, and the declaration of what was most likely meant, its
+/// constructor unreachable (the program does not compile).
+fn fallback(server: &Server, errors: TokenStream) -> TokenStream {
+    let item = server.item;
+    let alias = alias(server);
+    let declared = declared(server, quote!(::core::unreachable!("#[server] has errors")));
+    quote! {
+        #item
+        #errors
+        #alias
+        #declared
+    }
+}
+
+/// The struct as written, the alias and the `Declared` impl.
 pub(crate) fn generate(server: &Server) -> TokenStream {
     let item = server.item;
     let alias = alias(server);
-    let declared = declared(server);
-    let checks = checks(server);
+    let declared = declared(server, construct(server));
     quote! {
         #item
         #alias
         #declared
-        #checks
     }
+}
+
+/// The body of `unbound_with`: `Server::unbound`, whose bounds check the handler against
+/// the transport and the concurrency model. It is spanned on the transport keyword, so a
+/// handler of the wrong kind (or one a threading server cannot share) is one error there,
+/// with core's message.
+fn construct(server: &Server) -> TokenStream {
+    let span = server.transport.span;
+    quote_spanned!(span=> ::sockserve::Server::unbound(address, self, options))
 }
 
 /// `::sockserve::transport::Tcp`.
@@ -114,21 +163,25 @@ fn alias_params(generics: &Generics) -> TokenStream {
 }
 
 /// `impl ::sockserve::Declared for Echo { .. }`.
-fn declared(server: &Server) -> TokenStream {
+fn declared(server: &Server, body: TokenStream) -> TokenStream {
     let item = server.item;
     let ident = &item.ident;
-    // `Declared: 'static`: a generic handler is declared for its `'static` instances.
+    let transport = transport_path(server);
+    let concurrency = concurrency_path(server);
+    // `Declared: 'static`: a generic handler is declared for its `'static` instances, and
+    // for those that fit the server (its bounds may be weaker than its handler impl's).
     let mut generics = item.generics.clone();
     if !generics.params.is_empty() {
         let (_, ty_generics, _) = item.generics.split_for_impl();
-        generics
-            .make_where_clause()
-            .predicates
-            .push(parse_quote!(#ident #ty_generics: 'static));
+        let handler = quote!(#ident #ty_generics);
+        let predicates = &mut generics.make_where_clause().predicates;
+        predicates.push(parse_quote!(#handler: 'static));
+        predicates.push(parse_quote!(
+            <#transport as ::sockserve::transport::Transport>::Kind: ::sockserve::Dispatch<#transport, #handler>
+        ));
+        predicates.push(parse_quote!(#concurrency: ::sockserve::concurrency::Process<#transport, #handler>));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let transport = transport_path(server);
-    let concurrency = concurrency_path(server);
     let options = options(&server.options);
     quote! {
         #[automatically_derived]
@@ -137,6 +190,17 @@ fn declared(server: &Server) -> TokenStream {
             type Concurrency = #concurrency;
             #[allow(clippy::needless_update)]
             const OPTIONS: ::sockserve::Options = #options;
+
+            fn unbound_with<A>(
+                self,
+                address: A,
+                options: ::sockserve::Options,
+            ) -> ::core::result::Result<::sockserve::Server<#transport, #concurrency, Self>, ::std::io::Error>
+            where
+                A: ::sockserve::transport::ToAddress<<#transport as ::sockserve::transport::Transport>::BindAddress>,
+            {
+                #body
+            }
         }
     }
 }
@@ -199,66 +263,6 @@ fn duration(nanos: u64, span: Span) -> TokenStream {
     quote_spanned!(span=> ::core::time::Duration::#constructor(#count))
 }
 
-/// Compile-time checks, spanned on the transport (and concurrency) keyword, that
-/// the handler implements what the chosen server needs, so that a stream handler
-/// on a datagram server is reported at the attribute with core's message.
-///
-/// Skipped for generic structs: the struct's own bounds may be weaker than those
-/// of its handler impl, so a check over all its instances could reject a correct
-/// program. There the same bounds are checked where the server is bound.
-fn checks(server: &Server) -> TokenStream {
-    let item = server.item;
-    if !item.generics.params.is_empty() {
-        return TokenStream::new();
-    }
-    let transport = transport_path(server);
-    let kind = server.transport.def.handler;
-    let handler_trait = Ident::new(kind.trait_name(), Span::call_site());
-    let mut ident = item.ident.clone();
-
-    let span = server.transport.span;
-    ident.set_span(ident.span().located_at(span));
-    let requires = format_ident!("requires_{}", snake(kind.trait_name()));
-    let mut checks = quote_spanned! {span=>
-        fn #requires<H: ?::core::marker::Sized + ::sockserve::#handler_trait<#transport>>() {}
-        let _ = #requires::<#ident>;
-    };
-
-    let bounds = server.concurrency.def.handler_bounds;
-    if !bounds.is_empty() {
-        let span = server.concurrency.span;
-        let mut ident = item.ident.clone();
-        ident.set_span(ident.span().located_at(span));
-        let bound_idents = bounds.iter().map(|b| Ident::new(b, span));
-        let requires = format_ident!(
-            "requires_{}_handler",
-            bounds.join("_").to_ascii_lowercase(),
-            span = span
-        );
-        checks.extend(quote_spanned! {span=>
-            fn #requires<H: ?::core::marker::Sized #(+ ::core::marker::#bound_idents)*>() {}
-            let _ = #requires::<#ident>;
-        });
-    }
-    quote! {
-        const _: () = {
-            #checks
-        };
-    }
-}
-
-/// `StreamHandler` -> `stream_handler`.
-fn snake(camel: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,13 +293,18 @@ mod tests {
                     timeout: ::core::option::Option::Some(::core::time::Duration::from_millis(500)),
                     ..::sockserve::Options::DEFAULT
                 };
+
+                fn unbound_with<A>(
+                    self,
+                    address: A,
+                    options: ::sockserve::Options,
+                ) -> ::core::result::Result<::sockserve::Server<::sockserve::transport::Tcp, ::sockserve::concurrency::Threading, Self>, ::std::io::Error>
+                where
+                    A: ::sockserve::transport::ToAddress<<::sockserve::transport::Tcp as ::sockserve::transport::Transport>::BindAddress>,
+                {
+                    ::sockserve::Server::unbound(address, self, options)
+                }
             }
-            const _: () = {
-                fn requires_stream_handler<H: ?::core::marker::Sized + ::sockserve::StreamHandler<::sockserve::transport::Tcp>>() {}
-                let _ = requires_stream_handler::<Echo>;
-                fn requires_send_sync_handler<H: ?::core::marker::Sized + ::core::marker::Send + ::core::marker::Sync>() {}
-                let _ = requires_send_sync_handler::<Echo>;
-            };
         };
         assert_eq!(got, want.to_string());
     }
@@ -352,16 +361,19 @@ mod tests {
     }
 
     #[test]
-    fn datagram_transports_check_for_a_datagram_handler() {
+    fn the_server_is_made_for_the_declared_types() {
         let got = expand(
-            quote!(unix_datagram),
+            quote!(unix_datagram, forking),
             quote!(
                 struct H;
             ),
         );
-        let want = quote!(::sockserve::DatagramHandler<::sockserve::transport::UnixDatagram>);
+        let want = quote!(::sockserve::Server<::sockserve::transport::UnixDatagram, ::sockserve::concurrency::Forking, Self>);
         assert!(got.contains(&want.to_string()), "{got}");
-        assert!(got.contains("requires_datagram_handler :: < H >"), "{got}");
+        assert!(
+            got.contains(&quote!(::sockserve::Server::unbound(address, self, options)).to_string()),
+            "{got}"
+        );
     }
 
     #[test]
@@ -386,8 +398,11 @@ mod tests {
         };
         assert!(got.contains(&want_alias.to_string()), "{got}");
         assert!(got.contains(&want_impl.to_string()), "{got}");
-        // No blanket check over all instances of a generic handler.
-        assert!(!got.contains("requires_"), "{got}");
+        // Declared for the instances that fit the server.
+        let want_bound = quote! {
+            <::sockserve::transport::Tcp as ::sockserve::transport::Transport>::Kind: ::sockserve::Dispatch<::sockserve::transport::Tcp, Echo<'a, T, N> >
+        };
+        assert!(got.contains(&want_bound.to_string()), "{got}");
     }
 
     #[test]
@@ -452,7 +467,6 @@ mod tests {
             name: "thread_pool",
             ty: "ThreadPool",
             alias_prefix: None,
-            handler_bounds: &["Send", "Sync"],
         };
         let input = Input::parse(
             quote!(tcp),
@@ -480,6 +494,12 @@ mod tests {
         );
         assert!(got.starts_with("struct H ;"), "{got}");
         assert!(got.contains("compile_error !"), "{got}");
-        assert!(!got.contains("Declared"), "{got}");
+        // What was meant is still declared (the closest transport), so that `H.bind(..)`
+        // raises no second error; its constructor never runs.
+        assert!(
+            got.contains("type HServer = :: sockserve :: TcpServer < H >"),
+            "{got}"
+        );
+        assert!(got.contains("unreachable !"), "{got}");
     }
 }

@@ -5,25 +5,6 @@
 //! driven by these three tables, so adding a concurrency model (say `thread_pool`)
 //! or an option is one new row.
 
-/// Which handler trait of `sockserve-core` a transport dispatches to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HandlerKind {
-    /// `::sockserve::StreamHandler<T>`: connection-oriented transports.
-    Stream,
-    /// `::sockserve::DatagramHandler<T>`: packet-oriented transports.
-    Datagram,
-}
-
-impl HandlerKind {
-    /// The handler trait, as a path under `::sockserve`.
-    pub(crate) fn trait_name(self) -> &'static str {
-        match self {
-            HandlerKind::Stream => "StreamHandler",
-            HandlerKind::Datagram => "DatagramHandler",
-        }
-    }
-}
-
 /// One transport keyword of the grammar.
 #[derive(Debug)]
 pub(crate) struct TransportDef {
@@ -33,8 +14,6 @@ pub(crate) struct TransportDef {
     pub ty: &'static str,
     /// The stem of the core server aliases: `Tcp` in `ThreadingTcpServer`.
     pub alias_stem: &'static str,
-    /// The handler trait the transport needs.
-    pub handler: HandlerKind,
 }
 
 /// The transports, in the order the documentation lists them.
@@ -43,25 +22,21 @@ pub(crate) const TRANSPORTS: &[TransportDef] = &[
         name: "tcp",
         ty: "Tcp",
         alias_stem: "Tcp",
-        handler: HandlerKind::Stream,
     },
     TransportDef {
         name: "udp",
         ty: "Udp",
         alias_stem: "Udp",
-        handler: HandlerKind::Datagram,
     },
     TransportDef {
         name: "unix_stream",
         ty: "UnixStream",
         alias_stem: "UnixStream",
-        handler: HandlerKind::Stream,
     },
     TransportDef {
         name: "unix_datagram",
         ty: "UnixDatagram",
         alias_stem: "UnixDatagram",
-        handler: HandlerKind::Datagram,
     },
 ];
 
@@ -76,8 +51,6 @@ pub(crate) struct ConcurrencyDef {
     /// `ThreadingTcpServer`); `None` when core has no alias for the model, in which
     /// case the macro names `::sockserve::Server<T, C, H>` directly.
     pub alias_prefix: Option<&'static str>,
-    /// Marker traits (paths under `::core::marker`) the handler must implement.
-    pub handler_bounds: &'static [&'static str],
 }
 
 /// The concurrency models. The first one is the default when none is written.
@@ -86,19 +59,16 @@ pub(crate) const CONCURRENCY: &[ConcurrencyDef] = &[
         name: "sync",
         ty: "Synchronous",
         alias_prefix: Some(""),
-        handler_bounds: &[],
     },
     ConcurrencyDef {
         name: "threading",
         ty: "Threading",
         alias_prefix: Some("Threading"),
-        handler_bounds: &["Send", "Sync"],
     },
     ConcurrencyDef {
         name: "forking",
         ty: "Forking",
         alias_prefix: Some("Forking"),
-        handler_bounds: &[],
     },
 ];
 

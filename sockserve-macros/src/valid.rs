@@ -96,6 +96,45 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
     })
 }
 
+/// What the attribute most likely meant, for the code emitted beside its errors: the first
+/// transport word (or the transport a misspelled word is closest to; `tcp` when there is
+/// none), the first concurrency word, the default name, no options. The declaration still
+/// exists then, so the user's `Echo.bind(..)` and the rest of the program raise no further
+/// errors: the attribute's own are the only ones.
+pub(crate) fn fallback<'a>(item: &'a syn::ItemStruct, words: &[Ident]) -> Server<'a> {
+    let texts: Vec<String> = words.iter().map(|w| w.unraw().to_string()).collect();
+    let transport = texts
+        .iter()
+        .find_map(|t| table::transport(t))
+        .or_else(|| {
+            texts
+                .iter()
+                .find_map(|t| similar(t, TRANSPORTS.iter().map(|d| d.name)).first().copied())
+                .and_then(table::transport)
+        })
+        .unwrap_or(&TRANSPORTS[0]);
+    let concurrency = texts
+        .iter()
+        .find_map(|t| table::concurrency(t))
+        .unwrap_or_else(table::default_concurrency);
+    let ident = &item.ident;
+    Server {
+        item,
+        transport: Choice {
+            def: transport,
+            span: Span::call_site(),
+            written: false,
+        },
+        concurrency: Choice {
+            def: concurrency,
+            span: Span::call_site(),
+            written: false,
+        },
+        name: format_ident!("{}Server", ident, span = ident.span()),
+        options: Vec::new(),
+    }
+}
+
 /// Accumulates errors so that all of them are reported.
 struct Errors(Option<syn::Error>);
 

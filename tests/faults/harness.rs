@@ -44,12 +44,20 @@ pub(crate) use isolated_tests;
 /// Runs `body` in a child process: the test binary re-executed for the test `path` alone.
 /// In that child (recognised by the environment), runs `body` itself.
 pub fn isolated(path: &str, body: impl FnOnce()) {
+    isolated_with(path, true, body);
+}
+
+/// [`isolated`], with or without the counting logger installed in the child; returns, in the
+/// parent, what the child wrote to stderr (`None` in the child itself).
+pub fn isolated_with(path: &str, logger: bool, body: impl FnOnce()) -> Option<String> {
     // module_path! starts with the crate name, which libtest's test names leave out.
     let name = path.split_once("::").map_or(path, |(_, rest)| rest);
     if std::env::var_os(CHILD_ENV).is_some_and(|v| v == name) {
-        install_logger();
+        if logger {
+            install_logger();
+        }
         body();
-        return;
+        return None;
     }
     let exe = std::env::current_exe().expect("current_exe");
     // A process group of its own, so whatever the scenario leaves behind (the children of a
@@ -108,6 +116,7 @@ pub fn isolated(path: &str, body: impl FnOnce()) {
         out.contains("1 passed"),
         "scenario {name} did not run exactly one test"
     );
+    Some(err)
 }
 
 /// Polls `condition` every few milliseconds until it holds or `limit` passes; returns
@@ -207,6 +216,7 @@ struct CountingLogger;
 static WARNINGS: AtomicUsize = AtomicUsize::new(0);
 static ERRORS: AtomicUsize = AtomicUsize::new(0);
 static WARNING_TEXT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static DEBUG_TEXT: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 impl log::Log for CountingLogger {
     fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
@@ -221,6 +231,12 @@ impl log::Log for CountingLogger {
             log::Level::Warn => {
                 WARNINGS.fetch_add(1, Ordering::SeqCst);
                 WARNING_TEXT
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(record.args().to_string());
+            }
+            log::Level::Debug => {
+                DEBUG_TEXT
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(record.args().to_string());
@@ -251,6 +267,11 @@ pub fn warnings() -> usize {
 /// The text of the warnings logged so far.
 pub fn warning_text() -> Vec<String> {
     WARNING_TEXT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The text of the debug records logged so far.
+pub fn debug_text() -> Vec<String> {
+    DEBUG_TEXT.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Errors logged so far in this process.

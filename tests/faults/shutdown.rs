@@ -90,7 +90,7 @@ fn shutdown_in_flight() {
         block_on_close: true,
         ..Options::DEFAULT
     };
-    let mut server = ThreadingTcpServer::with_options("127.0.0.1:0", handler, options).expect("bind");
+    let server = ThreadingTcpServer::with_options("127.0.0.1:0", handler, options).expect("bind");
     let addr = server.server_address();
 
     let (mut clients, mut late, shutdown_took, returned_after) = thread::scope(|s| {

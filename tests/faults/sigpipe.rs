@@ -70,7 +70,9 @@ where
 
     fn handle_error(&self, _client: &T::Address, error: &RequestError) {
         match error {
-            RequestError::Io(e) if e.kind() == io::ErrorKind::BrokenPipe => bump(&self.counters[BROKEN_PIPE]),
+            RequestError::Disconnected(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                bump(&self.counters[BROKEN_PIPE])
+            }
             other => {
                 eprintln!("unexpected error: {other}");
                 bump(&self.counters[OTHER_ERRORS]);

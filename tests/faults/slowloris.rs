@@ -33,10 +33,8 @@ impl StreamHandler for OneLine {
     }
 
     fn handle_error(&self, _client: &SocketAddr, error: &RequestError) {
-        let timed_out = matches!(
-            error,
-            RequestError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-        );
+        // connection_timeout firing is reported in words, as TimedOut with the timeout.
+        let timed_out = matches!(error, RequestError::TimedOut(t) if *t == Duration::from_secs(1));
         bump(&self.counters[if timed_out { TIMED_OUT } else { OTHER_ERRORS }]);
     }
 }
