@@ -407,7 +407,7 @@ fn per_request_state_is_owned_by_each_connection() {
     let running = Running::start(server);
     let mut a = io::BufReader::new(connect(addr));
     let mut b = io::BufReader::new(connect(addr));
-    let mut ask = |client: &mut io::BufReader<TcpStream>| {
+    let ask = |client: &mut io::BufReader<TcpStream>| {
         client.get_mut().write_all(b"x\n").unwrap();
         let mut answer = String::new();
         client.read_line(&mut answer).unwrap();
