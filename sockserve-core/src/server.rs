@@ -511,6 +511,8 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
                             delay = Some(backoff.failed(&error));
                             break;
                         }
+                        // Closed from another thread under the loop: not a failure.
+                        AcceptFailure::Fatal if self.is_closed() => return Ok(()),
                         AcceptFailure::Fatal => return Err(error),
                     },
                 }
