@@ -44,7 +44,7 @@ const SPEC: support::Spec = support::Spec {
     about: "Line echo over TCP, one thread per connection.",
     default_bind: "127.0.0.1:9000",
     bind_value: "HOST:PORT",
-    options: &[],
+    options: &[support::MAX_THREADS, support::CONNECTION_TIMEOUT],
 };
 
 fn main() -> ExitCode {
@@ -54,7 +54,8 @@ fn main() -> ExitCode {
 fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
-    let server = Echo.bind(args.bind.as_str())?;
+    // The attribute's options are the defaults; the command line overrides what it sets.
+    let server = Echo.bind_with(args.bind.as_str(), args.server_options(Echo::OPTIONS))?;
     support::announce(server.server_address());
     let handle = server.shutdown_handle();
     stopper.on_stop(move || handle.shutdown());

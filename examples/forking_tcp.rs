@@ -53,7 +53,7 @@ const SPEC: support::Spec = support::Spec {
     about: "Forking TCP server: a child process per connection; replies carry the child's pid.",
     default_bind: "127.0.0.1:9002",
     bind_value: "HOST:PORT",
-    options: &[],
+    options: &[support::MAX_CHILDREN],
 };
 
 fn main() -> ExitCode {
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
 fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
-    let server = PerProcess.bind(args.bind.as_str())?;
+    let server = PerProcess.bind_with(args.bind.as_str(), args.server_options(PerProcess::OPTIONS))?;
     support::announce(server.server_address());
     let handle = server.shutdown_handle();
     stopper.on_stop(move || handle.shutdown());

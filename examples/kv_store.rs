@@ -17,6 +17,7 @@
 //! | `KEYS` | `KEYS k1 k2 ...` (sorted) |
 //! | `COUNT` | `COUNT n` |
 //! | `PID` | `PID n`: the process serving this connection |
+//! | `STATS` | `STATS commands=n`: commands this connection has sent, this one included |
 //! | `QUIT` | `BYE`, then the connection closes |
 //! | anything else | `ERR ...` |
 //!
@@ -30,6 +31,13 @@
 //! The next connection starts again from the parent's map, which never changes. This is the
 //! trade-off the `socketserver` documentation warns about: processes isolate requests, so they
 //! cannot share state without an external store (a file, a database, shared memory).
+//!
+//! **Per-connection state.** `STATS` counts the commands of one connection. The count lives in
+//! the request's own state (`StatefulStreamHandler::State`, Python's `self.x` set in `setup`):
+//! created for each connection, owned by it, no lock, unlike the shared map.
+//!
+//! `--max-threads N` (threading) and `--max-children N` (`--forking`) override the caps the
+//! `#[server]` attribute declares.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -44,6 +52,12 @@ use sockserve::prelude::*;
 use sockserve::server;
 use support::{Connection as _, Next};
 
+/// One connection's own state: created by `setup`, owned by the connection.
+#[derive(Default)]
+struct Session {
+    commands: u64,
+}
+
 /// The map every request works on.
 #[derive(Default)]
 struct Store {
@@ -55,7 +69,8 @@ const MAX_KEY_LEN: usize = 250;
 
 impl Store {
     /// Runs one command line; returns the reply and whether to go on.
-    fn execute(&self, line: &[u8]) -> (String, Next) {
+    fn execute(&self, session: &mut Session, line: &[u8]) -> (String, Next) {
+        session.commands += 1;
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\r', '\n']);
         let (command, rest) = text.split_once(' ').unwrap_or((text, ""));
@@ -104,16 +119,22 @@ impl Store {
             }
             "COUNT" => format!("COUNT {}", map.len()),
             "PID" => format!("PID {}", std::process::id()),
+            "STATS" => format!("STATS commands={}", session.commands),
             "QUIT" => return ("BYE\n".to_string(), Next::Close),
             "" => "ERR empty command".to_string(),
-            _ => "ERR unknown command (SET GET DEL KEYS COUNT PID QUIT)".to_string(),
+            _ => "ERR unknown command (SET GET DEL KEYS COUNT PID STATS QUIT)".to_string(),
         };
         (reply + "\n", Next::Continue)
     }
 
-    fn serve<R: io::BufRead, W: Write>(&self, rfile: R, wfile: &mut W) -> io::Result<()> {
+    fn serve<R: io::BufRead, W: Write>(
+        &self,
+        session: &mut Session,
+        rfile: R,
+        wfile: &mut W,
+    ) -> io::Result<()> {
         support::serve_lines(rfile, wfile, IDLE, |line, out| {
-            let (reply, next) = self.execute(line);
+            let (reply, next) = self.execute(session, line);
             out.write_all(reply.as_bytes())?;
             Ok(next)
         })
@@ -128,13 +149,16 @@ const IDLE: Duration = Duration::from_secs(300);
 #[derive(Default)]
 struct SharedKv(Store);
 
-impl StreamHandler for SharedKv {
-    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
-        req.request.poll_reads()
+impl StatefulStreamHandler for SharedKv {
+    type State = Session;
+
+    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<Session> {
+        req.request.poll_reads()?;
+        Ok(Session::default())
     }
 
-    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
-        self.0.serve(&mut req.rfile, &mut req.wfile)
+    fn handle(&self, session: &mut Session, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        self.0.serve(session, &mut req.rfile, &mut req.wfile)
     }
 }
 
@@ -143,13 +167,16 @@ impl StreamHandler for SharedKv {
 #[derive(Default)]
 struct ForkingKv(Store);
 
-impl StreamHandler for ForkingKv {
-    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
-        req.request.poll_reads()
+impl StatefulStreamHandler for ForkingKv {
+    type State = Session;
+
+    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<Session> {
+        req.request.poll_reads()?;
+        Ok(Session::default())
     }
 
-    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
-        self.0.serve(&mut req.rfile, &mut req.wfile)
+    fn handle(&self, session: &mut Session, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        self.0.serve(session, &mut req.rfile, &mut req.wfile)
     }
 }
 
@@ -157,11 +184,15 @@ const SPEC: support::Spec = support::Spec {
     about: "A key-value store over a line protocol (threading; --forking to see state lost).",
     default_bind: "127.0.0.1:9004",
     bind_value: "HOST:PORT",
-    options: &[support::Opt {
-        name: "forking",
-        value: None,
-        help: "serve each connection in a child process (SETs are then not kept)",
-    }],
+    options: &[
+        support::Opt {
+            name: "forking",
+            value: None,
+            help: "serve each connection in a child process (SETs are then not kept)",
+        },
+        support::MAX_THREADS,
+        support::MAX_CHILDREN,
+    ],
 };
 
 fn main() -> ExitCode {
@@ -172,13 +203,15 @@ fn run() -> io::Result<()> {
     let stopper = support::start()?;
     let args = support::parse_args(&SPEC);
     if args.flag("forking") {
-        let server = ForkingKv::default().bind(args.bind.as_str())?;
+        let options = args.server_options(ForkingKv::OPTIONS);
+        let server = ForkingKv::default().bind_with(args.bind.as_str(), options)?;
         support::announce(server.server_address());
         let handle = server.shutdown_handle();
         stopper.on_stop(move || handle.shutdown());
         server.serve_forever()
     } else {
-        let server = SharedKv::default().bind(args.bind.as_str())?;
+        let options = args.server_options(SharedKv::OPTIONS);
+        let server = SharedKv::default().bind_with(args.bind.as_str(), options)?;
         support::announce(server.server_address());
         let handle = server.shutdown_handle();
         stopper.on_stop(move || handle.shutdown());

@@ -614,6 +614,57 @@ fn kv_store_threading_shares_state_between_connections() {
     assert_no_panic(&server);
 }
 
+/// `STATS` counts the commands of one connection: per-connection state, not shared, in both
+/// models.
+#[test]
+fn kv_store_counts_commands_per_connection() {
+    for extra in [&[][..], &["--forking"][..]] {
+        let mut args = vec!["--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let server = Server::start("kv_store", &args);
+        let mut one = tcp_client(&server.addr);
+        let mut two = tcp_client(&server.addr);
+        assert_eq!(one.ask("SET a 1"), "OK");
+        assert_eq!(one.ask("GET a"), "VALUE 1");
+        assert_eq!(two.ask("STATS"), "STATS commands=1", "{extra:?}");
+        assert_eq!(one.ask("STATS"), "STATS commands=3", "{extra:?}");
+        assert_eq!(two.ask("STATS"), "STATS commands=2", "{extra:?}");
+        assert_eq!(tcp_client(&server.addr).ask("STATS"), "STATS commands=1");
+        assert_no_panic(&server);
+    }
+}
+
+/// Run-time options on top of the declared ones: `--max-threads 1` serves one connection at a
+/// time; a bad value is refused with status 2.
+#[test]
+fn echo_tcp_max_threads_from_the_command_line() {
+    let server = Server::start("echo_tcp", &["--bind", "127.0.0.1:0", "--max-threads", "1"]);
+    let mut first = tcp_client(&server.addr);
+    assert_eq!(first.ask("one"), "one");
+    let mut second = TcpStream::connect(&server.addr).unwrap();
+    second.write_all(b"two\n").unwrap();
+    second.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 8];
+    let waiting = second.read(&mut buf);
+    assert!(
+        matches!(&waiting, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the only thread is taken: {waiting:?}"
+    );
+    drop(first);
+    second.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut second = Client::from_stream(second);
+    assert_eq!(second.line(), "two", "served once the first connection ends");
+
+    let out = run_tool(
+        example("echo_tcp").to_str().unwrap(),
+        &["--max-threads", "0"],
+        b"",
+        IO_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-threads"));
+}
+
 #[test]
 fn kv_store_forking_cannot_share_state() {
     let server = Server::start("kv_store", &["--bind", "127.0.0.1:0", "--forking"]);

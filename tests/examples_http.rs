@@ -320,6 +320,52 @@ fn http_never_serves_outside_the_root() {
     server_alive_and_clean(server);
 }
 
+/// Dot-files (`.git/`, `.env`) are neither served nor listed unless `--show-hidden`, also
+/// through a symlink into a hidden directory.
+#[test]
+fn http_hides_dot_files_unless_asked() {
+    let site = Site::new("http-hidden");
+    let root = site.root();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    std::fs::write(root.join(".git/config"), "[core]\n").unwrap();
+    std::fs::write(root.join(".env"), "PASSWORD=hunter2\n").unwrap();
+    std::os::unix::fs::symlink(".git", root.join("git_link")).unwrap();
+    let server = site.serve(&[]);
+    let addr = server.addr.clone();
+    for target in [
+        "/.env",
+        "/.git/config",
+        "/.git/",
+        "/%2egit/config",
+        "/git_link/config",
+        "/sub/../.env",
+    ] {
+        let reply = get(&addr, target);
+        assert!(
+            reply.status == 404 || reply.status == 403,
+            "{target}: {} {}",
+            reply.status,
+            reply.body_text()
+        );
+        assert!(!reply.body_text().contains("hunter2") && !reply.body_text().contains("[core]"));
+    }
+    let listing = get(&addr, "/").body_text();
+    assert!(listing.contains("hello.txt"), "{listing}");
+    assert!(
+        !listing.contains(".env") && !listing.contains(".git"),
+        "{listing}"
+    );
+    drop(server);
+
+    let server = site.serve(&["--show-hidden"]);
+    let addr = server.addr.clone();
+    let reply = get(&addr, "/.env");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body_text(), "PASSWORD=hunter2\n");
+    assert_eq!(get(&addr, "/git_link/config").body_text(), "[core]\n");
+    assert!(get(&addr, "/").body_text().contains(".env"));
+}
+
 fn server_alive_and_clean(mut server: Server) {
     let reply = get(&server.addr, "/hello.txt");
     assert_eq!(reply.status, 200);

@@ -28,8 +28,17 @@ pub enum Resolved {
     Forbidden,
 }
 
-/// Resolves `path` under `root`, which must be canonical.
-pub fn resolve(root: &Path, path: &UrlPath) -> Resolved {
+/// Whether a file name is hidden: it starts with a dot (`.git`, `.env`).
+pub fn is_hidden(name: &[u8]) -> bool {
+    name.first() == Some(&b'.')
+}
+
+/// Resolves `path` under `root`, which must be canonical. Unless `show_hidden`, a path with a
+/// hidden component, as asked or once symlinks are resolved (`link -> .git`), is not found.
+pub fn resolve(root: &Path, path: &UrlPath, show_hidden: bool) -> Resolved {
+    if !show_hidden && path.segments.iter().any(|s| is_hidden(s)) {
+        return Resolved::NotFound;
+    }
     let mut candidate = root.to_path_buf();
     for segment in &path.segments {
         candidate.push(OsStr::from_bytes(segment));
@@ -38,12 +47,15 @@ pub fn resolve(root: &Path, path: &UrlPath) -> Resolved {
         Ok(real) => real,
         Err(e) => return from_error(&e),
     };
-    if !real.starts_with(root) {
+    let Ok(inside) = real.strip_prefix(root) else {
         log::warn!(
             "refusing {}: resolves outside the served directory",
             candidate.display()
         );
         return Resolved::Forbidden;
+    };
+    if !show_hidden && inside.iter().any(|c| is_hidden(c.as_bytes())) {
+        return Resolved::NotFound;
     }
     let metadata = match fs::metadata(&real) {
         Ok(metadata) => metadata,
@@ -94,12 +106,16 @@ pub fn html_escape(text: &str) -> String {
 }
 
 /// Renders the listing of `dir`, shown as `path` (as `python -m http.server` does): links
-/// percent-encoded, names HTML-escaped, directories with a trailing `/`, symlinks with `@`.
-pub fn listing(dir: &Path, path: &UrlPath) -> io::Result<String> {
+/// percent-encoded, names HTML-escaped, directories with a trailing `/`, symlinks with `@`;
+/// hidden entries only with `show_hidden`.
+pub fn listing(dir: &Path, path: &UrlPath, show_hidden: bool) -> io::Result<String> {
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
+        if !show_hidden && is_hidden(name.as_bytes()) {
+            continue;
+        }
         let file_type = entry.file_type()?;
         // A symlink to a directory is listed as a directory (its target decides).
         let is_dir = file_type.is_dir()

@@ -12,6 +12,8 @@
 //! - a directory asked for without its trailing slash is redirected (301) to the slashed path;
 //!   with the slash, its `index.html` is served if present, otherwise an HTML listing (links
 //!   percent-encoded, names HTML-escaped);
+//! - dot-files (`.git/`, `.env`, anything whose path, symlinks resolved, has a component
+//!   starting with `.`) are neither served (404) nor listed, unless `--show-hidden`;
 //! - 404 for what does not exist; 403 for what must not be served: `..` in any encoding
 //!   (`..`, `%2e%2e`), an encoded `/` (`%2f`), a backslash, NUL, a symlink leading out of the
 //!   served directory (paths are canonicalized and checked against the canonical root), and
@@ -58,6 +60,8 @@ use parse::{Method, PathError, Request};
 #[server(tcp, threading, max_threads = 64)]
 struct FileServer {
     root: PathBuf,
+    /// Serve and list dot-files (`.git/`, `.env`): off unless `--show-hidden`.
+    show_hidden: bool,
 }
 
 /// How long a client may take to send its request head.
@@ -164,9 +168,9 @@ impl FileServer {
                 return Response::error(403, "Forbidden", "This path is not served.")
             }
         };
-        match files::resolve(&self.root, &path) {
+        match files::resolve(&self.root, &path, self.show_hidden) {
             Resolved::File(file) => self.file(&file),
-            Resolved::Directory(dir) => match files::listing(&dir, &path) {
+            Resolved::Directory(dir) => match files::listing(&dir, &path, self.show_hidden) {
                 Ok(html) => Response::html(html),
                 Err(e) => {
                     log::warn!("cannot list {}: {e}", dir.display());
@@ -258,11 +262,20 @@ const SPEC: support::Spec = support::Spec {
     about: "A static file server in the spirit of `python -m http.server`.",
     default_bind: "127.0.0.1:8000",
     bind_value: "HOST:PORT",
-    options: &[support::Opt {
-        name: "directory",
-        value: Some("DIR"),
-        help: "the directory to serve [default: the current directory]",
-    }],
+    options: &[
+        support::Opt {
+            name: "directory",
+            value: Some("DIR"),
+            help: "the directory to serve [default: the current directory]",
+        },
+        support::Opt {
+            name: "show-hidden",
+            value: None,
+            help: "also serve and list dot-files such as .git/ and .env (hidden by default)",
+        },
+        support::MAX_THREADS,
+        support::CONNECTION_TIMEOUT,
+    ],
 };
 
 fn main() -> ExitCode {
@@ -285,7 +298,9 @@ fn run() -> io::Result<()> {
         }
     };
     log::info!("serving {}", root.display());
-    let server = FileServer { root }.bind(args.bind.as_str())?;
+    let show_hidden = args.flag("show-hidden");
+    let server = FileServer { root, show_hidden }
+        .bind_with(args.bind.as_str(), args.server_options(FileServer::OPTIONS))?;
     support::announce(server.server_address());
     let handle = server.shutdown_handle();
     stopper.on_stop(move || handle.shutdown());

@@ -86,6 +86,67 @@ impl Args {
     }
 }
 
+/// `--max-threads N`: the threading servers' `max_threads`.
+pub const MAX_THREADS: Opt = Opt {
+    name: "max-threads",
+    value: Some("N"),
+    help: "serve at most N connections at once (max_threads)",
+};
+
+/// `--max-children N`: the forking servers' `max_children`.
+pub const MAX_CHILDREN: Opt = Opt {
+    name: "max-children",
+    value: Some("N"),
+    help: "at most N child processes at once (max_children)",
+};
+
+/// `--connection-timeout SECS`: the stream servers' `connection_timeout`.
+pub const CONNECTION_TIMEOUT: Opt = Opt {
+    name: "connection-timeout",
+    value: Some("SECS"),
+    help: "close a connection idle for SECS seconds (connection_timeout)",
+};
+
+impl Args {
+    /// The server options: what `#[server(...)]` declared (`declared`, i.e. `Handler::OPTIONS`),
+    /// with what the command line set through [`MAX_THREADS`], [`MAX_CHILDREN`] and
+    /// [`CONNECTION_TIMEOUT`] on top. A bad value ends the program with status 2.
+    pub fn server_options(&self, declared: sockserve::Options) -> sockserve::Options {
+        match self.try_server_options(declared) {
+            Ok(options) => options,
+            Err(message) => {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    fn try_server_options(&self, declared: sockserve::Options) -> Result<sockserve::Options, String> {
+        fn count(name: &str, value: &str) -> Result<usize, String> {
+            match value.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("`--{name}` takes a whole number above 0, not `{value}`")),
+            }
+        }
+        let mut options = declared;
+        if let Some(value) = self.value(MAX_THREADS.name) {
+            options.max_threads = Some(count(MAX_THREADS.name, value)?);
+        }
+        if let Some(value) = self.value(MAX_CHILDREN.name) {
+            options.max_children = count(MAX_CHILDREN.name, value)?;
+        }
+        if let Some(value) = self.value(CONNECTION_TIMEOUT.name) {
+            let secs = value
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+                .ok_or_else(|| format!("`--connection-timeout` takes seconds above 0, not `{value}`"))?;
+            options.connection_timeout = Some(Duration::from_secs_f64(secs));
+        }
+        Ok(options)
+    }
+}
+
 static DELAY: OnceLock<Duration> = OnceLock::new();
 
 fn usage(spec: &Spec) -> String {
