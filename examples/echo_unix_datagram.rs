@@ -21,8 +21,8 @@ use sockserve::server;
 #[server(unix_datagram)]
 struct Echo;
 
-impl DatagramHandler<UnixDatagram> for Echo {
-    fn handle(&self, req: &mut DatagramRequest<'_, UnixDatagram>) -> io::Result<()> {
+impl DatagramHandler<UnixDgram> for Echo {
+    fn handle(&self, req: &mut DatagramRequest<'_, UnixDgram>) -> io::Result<()> {
         if *req.client_address == UnixAddr::Unnamed {
             log::warn!(
                 "datagram of {} bytes from an unnamed socket: no address to answer",

@@ -23,12 +23,12 @@ use support::{Connection as _, Next};
 #[server(unix_stream, threading)]
 struct Echo;
 
-impl StreamHandler<UnixStream> for Echo {
-    fn setup(&self, req: &mut StreamRequest<'_, UnixStream>) -> io::Result<()> {
+impl StreamHandler<Unix> for Echo {
+    fn setup(&self, req: &mut StreamRequest<'_, Unix>) -> io::Result<()> {
         req.request.poll_reads()
     }
 
-    fn handle(&self, req: &mut StreamRequest<'_, UnixStream>) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest<'_, Unix>) -> io::Result<()> {
         support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, |line, out| {
             out.write_all(line)?;
             Ok(Next::Continue)

@@ -74,9 +74,9 @@ where
     pids[0]
 }
 
-fn check_unix_stream<C>(server: Server<sockserve::transport::UnixStream, C, LineEcho>) -> u32
+fn check_unix_stream<C>(server: Server<sockserve::transport::Unix, C, LineEcho>) -> u32
 where
-    C: sockserve::concurrency::Process<sockserve::transport::UnixStream, LineEcho> + Send + Sync,
+    C: sockserve::concurrency::Process<sockserve::transport::Unix, LineEcho> + Send + Sync,
 {
     let path = server.server_address().as_pathname().unwrap().to_path_buf();
     let running = Running::start(server);
@@ -107,11 +107,11 @@ where
 }
 
 fn check_unix_datagram<C>(
-    server: Server<sockserve::transport::UnixDatagram, C, PacketEcho>,
+    server: Server<sockserve::transport::UnixDgram, C, PacketEcho>,
     dir: &TempDir,
 ) -> u32
 where
-    C: sockserve::concurrency::Process<sockserve::transport::UnixDatagram, PacketEcho> + Send + Sync,
+    C: sockserve::concurrency::Process<sockserve::transport::UnixDgram, PacketEcho> + Send + Sync,
 {
     let server_path = server.server_address().as_pathname().unwrap().to_path_buf();
     let running = Running::start(server);

@@ -17,8 +17,8 @@ impl StreamHandler for Echo {
     }
 }
 
-impl StreamHandler<UnixStream> for Echo {
-    fn handle(&self, req: &mut StreamRequest<'_, UnixStream>) -> io::Result<()> {
+impl StreamHandler<Unix> for Echo {
+    fn handle(&self, req: &mut StreamRequest<'_, Unix>) -> io::Result<()> {
         io::copy(&mut req.rfile, &mut req.wfile).map(drop)
     }
 }

@@ -125,8 +125,8 @@ impl DatagramHandler for UdpDefaults {
     }
 }
 
-impl StreamHandler<UnixStream> for UnixDefaults {
-    fn handle(&self, _req: &mut StreamRequest<'_, UnixStream>) -> io::Result<()> {
+impl StreamHandler<Unix> for UnixDefaults {
+    fn handle(&self, _req: &mut StreamRequest<'_, Unix>) -> io::Result<()> {
         Ok(())
     }
 }

@@ -367,7 +367,7 @@ impl<T: StreamTransport> fmt::Debug for StreamRequest<'_, T> {
 }
 
 /// Handles connections of a stream transport ([`Tcp`](crate::transport::Tcp),
-/// [`UnixStream`](crate::transport::UnixStream)): Python's `StreamRequestHandler`.
+/// [`Unix`](crate::transport::Unix)): Python's `StreamRequestHandler`.
 ///
 /// ```no_run
 /// use std::io::{self, BufRead, Write};
@@ -480,7 +480,7 @@ impl<T: DatagramTransport> fmt::Debug for DatagramRequest<'_, T> {
 }
 
 /// Handles datagrams of a datagram transport ([`Udp`](crate::transport::Udp),
-/// [`UnixDatagram`](crate::transport::UnixDatagram)): Python's `DatagramRequestHandler`.
+/// [`UnixDgram`](crate::transport::UnixDgram)): Python's `DatagramRequestHandler`.
 ///
 /// ```no_run
 /// use std::io::{self, Write};

@@ -6,7 +6,7 @@
 //!
 //! - a **transport** ([`transport`]): where requests come from. [`Tcp`]
 //!   (IPv4 or IPv6, by the bound address), [`Udp`],
-//!   [`UnixStream`], [`UnixDatagram`], or
+//!   [`Unix`], [`UnixDgram`], or
 //!   your own [`Transport`](transport::Transport) (rows of a SQL table, say);
 //! - a **concurrency mix-in** ([`concurrency`]): how a request runs.
 //!   [`Synchronous`] (one at a time, in the serving thread),
@@ -86,37 +86,37 @@ pub use options::Options;
 pub use server::{Server, ServerContext, ServerCore, ShutdownHandle};
 
 use concurrency::{Forking, Synchronous, Threading};
-use transport::{Tcp, Udp, UnixDatagram, UnixStream};
+use transport::{Tcp, Udp, Unix, UnixDgram};
 
 /// Python's `TCPServer`.
 pub type TcpServer<H> = Server<Tcp, Synchronous, H>;
 /// Python's `UDPServer`.
 pub type UdpServer<H> = Server<Udp, Synchronous, H>;
 /// Python's `UnixStreamServer`.
-pub type UnixStreamServer<H> = Server<UnixStream, Synchronous, H>;
+pub type UnixStreamServer<H> = Server<Unix, Synchronous, H>;
 /// Python's `UnixDatagramServer`.
-pub type UnixDatagramServer<H> = Server<UnixDatagram, Synchronous, H>;
+pub type UnixDatagramServer<H> = Server<UnixDgram, Synchronous, H>;
 /// Python's `ThreadingTCPServer`.
 pub type ThreadingTcpServer<H> = Server<Tcp, Threading, H>;
 /// Python's `ThreadingUDPServer`.
 pub type ThreadingUdpServer<H> = Server<Udp, Threading, H>;
 /// Python's `ThreadingUnixStreamServer`.
-pub type ThreadingUnixStreamServer<H> = Server<UnixStream, Threading, H>;
+pub type ThreadingUnixStreamServer<H> = Server<Unix, Threading, H>;
 /// Python's `ThreadingUnixDatagramServer`.
-pub type ThreadingUnixDatagramServer<H> = Server<UnixDatagram, Threading, H>;
+pub type ThreadingUnixDatagramServer<H> = Server<UnixDgram, Threading, H>;
 /// Python's `ForkingTCPServer`.
 pub type ForkingTcpServer<H> = Server<Tcp, Forking, H>;
 /// Python's `ForkingUDPServer`.
 pub type ForkingUdpServer<H> = Server<Udp, Forking, H>;
 /// Python's `ForkingUnixStreamServer`.
-pub type ForkingUnixStreamServer<H> = Server<UnixStream, Forking, H>;
+pub type ForkingUnixStreamServer<H> = Server<Unix, Forking, H>;
 /// Python's `ForkingUnixDatagramServer`.
-pub type ForkingUnixDatagramServer<H> = Server<UnixDatagram, Forking, H>;
+pub type ForkingUnixDatagramServer<H> = Server<UnixDgram, Forking, H>;
 
 /// The names most servers need: `use sockserve::prelude::*;`.
 pub mod prelude {
     pub use crate::concurrency::{Forking, Synchronous, Threading};
-    pub use crate::transport::{Tcp, Udp, UnixAddr, UnixDatagram, UnixStream};
+    pub use crate::transport::{Tcp, Udp, Unix, UnixAddr, UnixDgram};
     pub use crate::{
         BaseRequest, DatagramHandler, DatagramRequest, Declared, ForkingTcpServer, ForkingUdpServer,
         ForkingUnixDatagramServer, ForkingUnixStreamServer, Options, RequestError, RequestHandler, Server,

@@ -368,7 +368,7 @@ mod tests {
                 struct H;
             ),
         );
-        let want = quote!(::sockserve::Server<::sockserve::transport::UnixDatagram, ::sockserve::concurrency::Forking, Self>);
+        let want = quote!(::sockserve::Server<::sockserve::transport::UnixDgram, ::sockserve::concurrency::Forking, Self>);
         assert!(got.contains(&want.to_string()), "{got}");
         assert!(
             got.contains(&quote!(::sockserve::Server::unbound(address, self, options)).to_string()),

@@ -30,12 +30,12 @@ pub(crate) const TRANSPORTS: &[TransportDef] = &[
     },
     TransportDef {
         name: "unix_stream",
-        ty: "UnixStream",
+        ty: "Unix",
         alias_stem: "UnixStream",
     },
     TransportDef {
         name: "unix_datagram",
-        ty: "UnixDatagram",
+        ty: "UnixDgram",
         alias_stem: "UnixDatagram",
     },
 ];

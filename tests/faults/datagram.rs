@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
-use sockserve::transport::{DatagramTransport, Udp, UnixDatagram};
+use sockserve::transport::{DatagramTransport, Udp, UnixDgram};
 use sockserve::{DatagramHandler, DatagramRequest, Options, RequestError, Server};
 
 use crate::harness::{self, bump, get, isolated_tests};
@@ -188,7 +188,7 @@ where
 
 fn unix<C>()
 where
-    C: Process<UnixDatagram, Sizes> + Sync,
+    C: Process<UnixDgram, Sizes> + Sync,
 {
     let dir = harness::temp_dir("datagram");
     let path = dir.join("server.sock");
@@ -196,7 +196,7 @@ where
         counters: harness::shared_counters(7),
         max: UDP_MAX,
     };
-    let server: Server<UnixDatagram, C, Sizes> =
+    let server: Server<UnixDgram, C, Sizes> =
         Server::with_options(&path, sizes, options(UDP_MAX)).expect("bind");
     // Bound to a name, so the server can reply.
     let client = ClientDatagram::bind(dir.join("client.sock")).expect("client");
@@ -216,7 +216,7 @@ where
 /// one is deaf, another client is answered within 2 s.
 fn unix_clients_that_never_read<C>()
 where
-    C: Process<UnixDatagram, Sizes> + Sync,
+    C: Process<UnixDgram, Sizes> + Sync,
 {
     const UNCONNECTED: u64 = 100;
     const CONNECTED: u64 = 1000;
@@ -227,7 +227,7 @@ where
         max: 1024,
     };
     let counters = sizes.counters;
-    let server: Server<UnixDatagram, C, Sizes> =
+    let server: Server<UnixDgram, C, Sizes> =
         Server::with_options(&path, sizes, options(1024)).expect("bind");
     let client = ClientDatagram::bind(dir.join("client.sock")).expect("client");
     client.connect(Path::new(&path)).expect("connect");

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
-use sockserve::transport::{StreamTransport, Tcp, UnixStream};
+use sockserve::transport::{StreamTransport, Tcp, Unix};
 use sockserve::{Options, RequestError, Server, StreamHandler, StreamRequest};
 
 use crate::harness::{self, bump, get, isolated_tests, HalfClose};
@@ -190,13 +190,13 @@ where
 
 fn unix<C>()
 where
-    C: Process<UnixStream, Flood> + Children + Sync,
+    C: Process<Unix, Flood> + Children + Sync,
 {
     default_sigpipe();
     let dir = harness::temp_dir("sigpipe");
     let path = dir.join("server.sock");
     let counters = harness::shared_counters(3);
-    let server: Server<UnixStream, C, Flood> =
+    let server: Server<Unix, C, Flood> =
         Server::with_options(&path, Flood { counters }, options()).expect("bind");
     closed_peer(&server, counters, || {
         Ok(Box::new(harness::connect_unix(Path::new(&path))?) as Box<dyn HalfClose + Send>)

@@ -8,8 +8,8 @@
 //!
 //! | kind | handler trait | built-in transports |
 //! |---|---|---|
-//! | [`StreamKind`] | [`StreamHandler`](crate::StreamHandler) | [`Tcp`], [`UnixStream`] |
-//! | [`DatagramKind`] | [`DatagramHandler`](crate::DatagramHandler) | [`Udp`], [`UnixDatagram`] |
+//! | [`StreamKind`] | [`StreamHandler`](crate::StreamHandler) | [`Tcp`], [`Unix`] |
+//! | [`DatagramKind`] | [`DatagramHandler`](crate::DatagramHandler) | [`Udp`], [`UnixDgram`] |
 //! | [`BaseKind`] | [`RequestHandler`](crate::RequestHandler) | your own, e.g. rows of a SQL table |
 //!
 //! To override a socket-level hook (say `server_bind`), wrap a built-in transport in your
@@ -28,7 +28,7 @@ mod inet;
 mod unix;
 
 pub use inet::{Tcp, Udp};
-pub use unix::{UnixAddr, UnixDatagram, UnixStream};
+pub use unix::{Unix, UnixAddr, UnixDgram};
 
 /// Marker: the transport's requests are connections, served by a
 /// [`StreamHandler`](crate::StreamHandler).
@@ -45,7 +45,7 @@ pub enum BaseKind {}
 
 /// A source of requests: the socket-level half of a Python server class.
 ///
-/// Built-in: [`Tcp`], [`Udp`], [`UnixStream`], [`UnixDatagram`]. Implement it for any other
+/// Built-in: [`Tcp`], [`Udp`], [`Unix`], [`UnixDgram`]. Implement it for any other
 /// source; the seed's example is a queue whose `get_request` returns the next pending row of a
 /// SQL table (`examples/sql_queue`).
 ///

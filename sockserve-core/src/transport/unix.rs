@@ -249,19 +249,19 @@ impl Bound {
 /// Unix stream sockets (Python's `UnixStreamServer` socket half): requests are
 /// [`std::os::unix::net::UnixStream`]s.
 #[derive(Debug)]
-pub struct UnixStream {
+pub struct Unix {
     listener: UnixListener,
     bound: Bound,
 }
 
-impl UnixStream {
+impl Unix {
     /// The listening socket, for socket options.
     pub fn socket(&self) -> SockRef<'_> {
         SockRef::from(&self.listener)
     }
 }
 
-impl Transport for UnixStream {
+impl Transport for Unix {
     type Request = net::UnixStream;
     type Address = UnixAddr;
     type ServerAddress = UnixAddr;
@@ -270,7 +270,7 @@ impl Transport for UnixStream {
 
     fn open(address: UnixAddr, _options: &Options) -> io::Result<Self> {
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        Ok(UnixStream {
+        Ok(Unix {
             listener: UnixListener::from(std::os::fd::OwnedFd::from(socket)),
             bound: Bound::new(address),
         })
@@ -313,7 +313,7 @@ impl Transport for UnixStream {
     }
 }
 
-impl StreamTransport for UnixStream {}
+impl StreamTransport for Unix {}
 
 impl Connection for net::UnixStream {
     type Reader<'a> = &'a net::UnixStream;
@@ -333,20 +333,20 @@ impl Connection for net::UnixStream {
 /// Unix datagram sockets (Python's `UnixDatagramServer` socket half). Replies reach only
 /// clients whose socket is bound to a name.
 #[derive(Debug)]
-pub struct UnixDatagram {
+pub struct UnixDgram {
     socket: Arc<net::UnixDatagram>,
     bound: Bound,
     packets: Packets,
 }
 
-impl UnixDatagram {
+impl UnixDgram {
     /// The server socket, for socket options.
     pub fn socket(&self) -> SockRef<'_> {
         SockRef::from(&*self.socket)
     }
 }
 
-impl Transport for UnixDatagram {
+impl Transport for UnixDgram {
     type Request = Datagram<net::UnixDatagram>;
     type Address = UnixAddr;
     type ServerAddress = UnixAddr;
@@ -355,7 +355,7 @@ impl Transport for UnixDatagram {
 
     fn open(address: UnixAddr, options: &Options) -> io::Result<Self> {
         let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
-        Ok(UnixDatagram {
+        Ok(UnixDgram {
             socket: Arc::new(net::UnixDatagram::from(std::os::fd::OwnedFd::from(socket))),
             bound: Bound::new(address),
             packets: Packets::new(options.max_packet_size),
@@ -394,7 +394,7 @@ impl Transport for UnixDatagram {
     }
 }
 
-impl DatagramTransport for UnixDatagram {
+impl DatagramTransport for UnixDgram {
     type Socket = net::UnixDatagram;
     fn send_to(socket: &net::UnixDatagram, buf: &[u8], address: &UnixAddr) -> io::Result<usize> {
         // Never wait for a client that does not read its replies (its queue is full): the
@@ -405,14 +405,14 @@ impl DatagramTransport for UnixDatagram {
 }
 
 /// The listening (or receiving) socket: Python's `fileno()`.
-impl AsFd for UnixStream {
+impl AsFd for Unix {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.listener.as_fd()
     }
 }
 
 /// The listening (or receiving) socket: Python's `fileno()`.
-impl AsFd for UnixDatagram {
+impl AsFd for UnixDgram {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }

@@ -14,8 +14,8 @@ struct Log {
     limit: usize,
 }
 
-impl StreamHandler<UnixStream> for Log {
-    fn handle(&self, req: &mut StreamRequest<'_, UnixStream>) -> io::Result<()> {
+impl StreamHandler<Unix> for Log {
+    fn handle(&self, req: &mut StreamRequest<'_, Unix>) -> io::Result<()> {
         let mut line = String::new();
         io::BufRead::read_line(&mut req.rfile, &mut line)?;
         self.lines.lock().unwrap().push(line);

@@ -39,10 +39,10 @@ impl ::sockserve::StreamHandler for Echo {
 #[::sockserve::server(unix_datagram, forking, max_packet_size = 512, socket_mode = 0o644)]
 struct Datagrams;
 
-impl ::sockserve::DatagramHandler<::sockserve::transport::UnixDatagram> for Datagrams {
+impl ::sockserve::DatagramHandler<::sockserve::transport::UnixDgram> for Datagrams {
     fn handle(
         &self,
-        _req: &mut ::sockserve::DatagramRequest<'_, ::sockserve::transport::UnixDatagram>,
+        _req: &mut ::sockserve::DatagramRequest<'_, ::sockserve::transport::UnixDgram>,
     ) -> ::std::io::Result<()> {
         ::std::result::Result::Ok(())
     }

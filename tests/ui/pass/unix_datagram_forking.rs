@@ -18,8 +18,8 @@ use sockserve::server;
 )]
 struct Handler;
 
-impl DatagramHandler<UnixDatagram> for Handler {
-    fn handle(&self, req: &mut DatagramRequest<'_, UnixDatagram>) -> io::Result<()> {
+impl DatagramHandler<UnixDgram> for Handler {
+    fn handle(&self, req: &mut DatagramRequest<'_, UnixDgram>) -> io::Result<()> {
         req.wfile.extend_from_slice(req.packet);
         Ok(())
     }
@@ -29,7 +29,7 @@ impl DatagramHandler<UnixDatagram> for Handler {
 fn same_server(server: HandlerServer) -> ForkingUnixDatagramServer<Handler> {
     server
 }
-fn same_transport(t: <Handler as Declared>::Transport) -> UnixDatagram {
+fn same_transport(t: <Handler as Declared>::Transport) -> UnixDgram {
     t
 }
 fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Forking {

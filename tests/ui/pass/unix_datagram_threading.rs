@@ -19,8 +19,8 @@ use sockserve::server;
 )]
 struct Handler;
 
-impl DatagramHandler<UnixDatagram> for Handler {
-    fn handle(&self, req: &mut DatagramRequest<'_, UnixDatagram>) -> io::Result<()> {
+impl DatagramHandler<UnixDgram> for Handler {
+    fn handle(&self, req: &mut DatagramRequest<'_, UnixDgram>) -> io::Result<()> {
         req.wfile.extend_from_slice(req.packet);
         Ok(())
     }
@@ -30,7 +30,7 @@ impl DatagramHandler<UnixDatagram> for Handler {
 fn same_server(server: HandlerServer) -> ThreadingUnixDatagramServer<Handler> {
     server
 }
-fn same_transport(t: <Handler as Declared>::Transport) -> UnixDatagram {
+fn same_transport(t: <Handler as Declared>::Transport) -> UnixDgram {
     t
 }
 fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Threading {

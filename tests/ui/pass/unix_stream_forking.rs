@@ -20,8 +20,8 @@ use sockserve::server;
 )]
 struct Handler;
 
-impl StreamHandler<UnixStream> for Handler {
-    fn handle(&self, _req: &mut StreamRequest<'_, UnixStream>) -> io::Result<()> {
+impl StreamHandler<Unix> for Handler {
+    fn handle(&self, _req: &mut StreamRequest<'_, Unix>) -> io::Result<()> {
         Ok(())
     }
 }
@@ -30,7 +30,7 @@ impl StreamHandler<UnixStream> for Handler {
 fn same_server(server: HandlerServer) -> ForkingUnixStreamServer<Handler> {
     server
 }
-fn same_transport(t: <Handler as Declared>::Transport) -> UnixStream {
+fn same_transport(t: <Handler as Declared>::Transport) -> Unix {
     t
 }
 fn same_concurrency(c: <Handler as Declared>::Concurrency) -> Forking {
