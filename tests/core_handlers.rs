@@ -434,3 +434,112 @@ fn per_request_state_is_owned_by_each_connection() {
     finished.sort();
     assert_eq!(finished, vec![2, 3]);
 }
+
+/// Answers each line with `line=TEXT urgent=BYTES`, BYTES being the urgent bytes
+/// `handle_urgent` received since the previous line.
+#[derive(Default)]
+struct UrgentProbe {
+    urgent: Mutex<Vec<u8>>,
+}
+
+impl StreamHandler for UrgentProbe {
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        let mut line = String::new();
+        while req.rfile.read_line(&mut line)? > 0 {
+            let urgent = std::mem::take(&mut *self.urgent.lock().unwrap());
+            writeln!(
+                req.wfile,
+                "line={} urgent={}",
+                line.trim_end(),
+                String::from_utf8_lossy(&urgent)
+            )?;
+            line.clear();
+        }
+        Ok(())
+    }
+
+    fn handle_urgent(&self, byte: u8, _client_address: &SocketAddr) {
+        self.urgent.lock().unwrap().push(byte);
+    }
+}
+
+/// A Python client that sends `hello`, then `!` as TCP urgent data, then `world`, in one
+/// go or waiting for each answer; prints the server's answers.
+fn urgent_client(addr: SocketAddr, wait_between: bool) -> Vec<String> {
+    let script = format!(
+        r#"
+import socket
+s = socket.create_connection(("127.0.0.1", {port}), timeout=10)
+f = s.makefile("rb")
+wait = {wait}
+s.sendall(b"hello\n")
+if wait: print(f.readline().decode().strip())
+s.send(b"!", socket.MSG_OOB)
+s.sendall(b"world\n")
+if not wait: print(f.readline().decode().strip())
+print(f.readline().decode().strip())
+"#,
+        port = addr.port(),
+        wait = if wait_between { "True" } else { "False" },
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 is needed for the urgent-data tests (scripts/test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_urgent<C>(make: impl Fn(Options) -> Server<Tcp, C, UrgentProbe>)
+where
+    C: sockserve::concurrency::Process<Tcp, UrgentProbe> + Send + Sync,
+{
+    for wait in [true, false] {
+        // oob_inline off: the urgent byte goes to handle_urgent, not into the stream.
+        let mut options = fast(Options::DEFAULT);
+        options.oob_inline = false;
+        let server = make(options);
+        let addr = server.server_address();
+        let _running = Running::start(server);
+        let answers = urgent_client(addr, wait);
+        if wait {
+            assert_eq!(answers, ["line=hello urgent=", "line=world urgent=!"]);
+        } else {
+            // Sent at once, the urgent byte is out of band: it may be handed over before
+            // `hello` is read (as SIGURG/POLLPRI signal it on arrival), never after `world`.
+            let (lines, urgent): (Vec<&str>, String) = answers
+                .iter()
+                .map(|a| a.split_once(" urgent=").expect("an answer"))
+                .fold((Vec::new(), String::new()), |(mut l, mut u), (line, urg)| {
+                    l.push(line);
+                    u.push_str(urg);
+                    (l, u)
+                });
+            assert_eq!(
+                lines,
+                ["line=hello", "line=world"],
+                "in-band stream intact: {answers:?}"
+            );
+            assert_eq!(urgent, "!", "delivered exactly once: {answers:?}");
+        }
+        // The default: the urgent byte stays in the stream where it was sent.
+        let server = make(fast(Options::DEFAULT));
+        let addr = server.server_address();
+        let _running = Running::start(server);
+        assert_eq!(
+            urgent_client(addr, wait),
+            ["line=hello urgent=", "line=!world urgent="],
+            "inline, wait={wait}"
+        );
+    }
+}
+
+#[test]
+fn urgent_data_reaches_handle_urgent_or_stays_inline_in_every_model() {
+    check_urgent(|o| TcpServer::with_options("127.0.0.1:0", UrgentProbe::default(), o).unwrap());
+    check_urgent(|o| ThreadingTcpServer::with_options("127.0.0.1:0", UrgentProbe::default(), o).unwrap());
+    check_urgent(|o| ForkingTcpServer::with_options("127.0.0.1:0", UrgentProbe::default(), o).unwrap());
+}

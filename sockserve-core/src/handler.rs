@@ -22,13 +22,13 @@
 
 use std::any::Any;
 use std::fmt;
-use std::io::{self, BufReader, Cursor, Write};
+use std::io::{self, BufReader, Cursor, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::server::ServerContext;
 use crate::transport::{
-    BaseKind, Connection, DatagramKind, DatagramTransport, StreamKind, StreamTransport, Transport,
+    BaseKind, Connection, DatagramKind, DatagramTransport, Incoming, StreamKind, StreamTransport, Transport,
 };
 
 /// Why a request failed.
@@ -227,7 +227,7 @@ macro_rules! stateful_phases {
 
 /// The stateless handler trait `$plain` is its stateful twin `$stateful` with `State = ()`.
 macro_rules! stateless_is_stateful {
-    ($plain:ident, $stateful:ident, $request:ident, $bound:path) => {
+    ($plain:ident, $stateful:ident, $request:ident, $bound:path, { $($extra:item)* }) => {
         #[diagnostic::do_not_recommend]
         impl<T: $bound, H: $plain<T>> $stateful<T> for H {
             type State = ();
@@ -255,6 +255,7 @@ macro_rules! stateless_is_stateful {
             fn service_actions(&self, server: &ServerContext<T>) {
                 $plain::service_actions(self, server)
             }
+            $($extra)*
         }
     };
 }
@@ -343,11 +344,65 @@ impl<C: Connection> Write for Wfile<'_, C> {
     }
 }
 
+/// The reading side of a stream request, which `rfile` buffers: the connection's reader,
+/// and, when `oob_inline` is off, the hand-off of TCP urgent bytes to `handle_urgent` before
+/// each read (a `poll` for input or urgent data, then the read).
+pub struct Rfile<'a, C: Connection> {
+    conn: &'a C,
+    reader: C::Reader<'a>,
+    urgent: Option<UrgentHook<'a>>,
+}
+
+struct UrgentHook<'a> {
+    deliver: &'a dyn Fn(u8),
+    /// `connection_timeout`: the wait for input replaces the socket's own read timeout.
+    timeout: Option<Duration>,
+}
+
+impl<'a, C: Connection> Rfile<'a, C> {
+    fn new(conn: &'a C, urgent: Option<UrgentHook<'a>>) -> Self {
+        Rfile {
+            conn,
+            reader: conn.reader(),
+            urgent,
+        }
+    }
+}
+
+impl<C: Connection> Read for Rfile<'_, C> {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(urgent) = &self.urgent {
+            loop {
+                match self.conn.wait_input(urgent.timeout)? {
+                    Incoming::Ready => break,
+                    Incoming::Urgent(byte) => (urgent.deliver)(byte),
+                    Incoming::TimedOut => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "no input within connection_timeout",
+                        ))
+                    }
+                }
+            }
+        }
+        self.reader.read(buf)
+    }
+}
+
+impl<C: Connection> fmt::Debug for Rfile<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rfile")
+            .field("urgent_hook", &self.urgent.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One connection, as a [`StreamHandler`] sees it (Python's `StreamRequestHandler`
 /// attributes).
 pub struct StreamRequest<'a, T: StreamTransport> {
     /// Buffered reader over the connection (`rbufsize`).
-    pub rfile: BufReader<<T::Request as Connection>::Reader<'a>>,
+    pub rfile: BufReader<Rfile<'a, T::Request>>,
     /// Writer to the connection (`wbufsize`).
     pub wfile: Wfile<'a, T::Request>,
     /// The connection itself (Python's `self.request`/`self.connection`).
@@ -401,6 +456,13 @@ impl<T: StreamTransport> fmt::Debug for StreamRequest<'_, T> {
 pub trait StreamHandler<T: StreamTransport = crate::transport::Tcp>: 'static {
     request_phases!(StreamRequest, "the connection", "`wfile` is flushed after it. ");
     server_hooks!();
+
+    /// Called with each TCP urgent byte (sent with `MSG_OOB`) when `oob_inline` is off, on the
+    /// connection's own thread or child, before the in-band bytes after it are read (that is,
+    /// when the handler next reads `rfile`). Default: log it at debug level and drop it.
+    fn handle_urgent(&self, byte: u8, client_address: &T::Address) {
+        log::debug!("urgent byte {byte:#04x} from {client_address} dropped (no handle_urgent)");
+    }
 }
 
 /// A [`StreamHandler`] with per-request state: Python's handler instance, in Rust terms.
@@ -444,13 +506,25 @@ pub trait StreamHandler<T: StreamTransport = crate::transport::Tcp>: 'static {
 pub trait StatefulStreamHandler<T: StreamTransport = crate::transport::Tcp>: 'static {
     stateful_phases!(StreamRequest, "the connection", "`wfile` is flushed after it. ");
     server_hooks!();
+
+    /// Called with each TCP urgent byte (sent with `MSG_OOB`) when `oob_inline` is off, on the
+    /// connection's own thread or child, before the in-band bytes after it are read (that is,
+    /// when the handler next reads `rfile`). Default: log it at debug level and drop it.
+    fn handle_urgent(&self, byte: u8, client_address: &T::Address) {
+        log::debug!("urgent byte {byte:#04x} from {client_address} dropped (no handle_urgent)");
+    }
 }
 
 stateless_is_stateful!(
     StreamHandler,
     StatefulStreamHandler,
     StreamRequest,
-    StreamTransport
+    StreamTransport,
+    {
+        fn handle_urgent(&self, byte: u8, client_address: &T::Address) {
+            StreamHandler::handle_urgent(self, byte, client_address)
+        }
+    }
 );
 
 /// One datagram, as a [`DatagramHandler`] sees it (Python's `DatagramRequestHandler`
@@ -532,7 +606,8 @@ stateless_is_stateful!(
     DatagramHandler,
     StatefulDatagramHandler,
     DatagramRequest,
-    DatagramTransport
+    DatagramTransport,
+    {}
 );
 
 /// One request of a [`BaseKind`] transport, as a [`RequestHandler`] sees it (Python's
@@ -571,7 +646,7 @@ pub trait StatefulRequestHandler<T: Transport>: 'static {
     server_hooks!();
 }
 
-stateless_is_stateful!(RequestHandler, StatefulRequestHandler, BaseRequest, Transport);
+stateless_is_stateful!(RequestHandler, StatefulRequestHandler, BaseRequest, Transport, {});
 
 /// Connects a transport's [`Kind`](Transport::Kind) to the handler trait that serves it.
 /// Implemented for [`StreamKind`], [`DatagramKind`] and [`BaseKind`]; the server requires
@@ -632,8 +707,13 @@ impl<T: StreamTransport, H: StatefulStreamHandler<T>> Dispatch<T, H> for StreamK
         if options.disable_nagle_algorithm {
             conn.set_nodelay(true)?;
         }
+        let deliver = |byte| handler.handle_urgent(byte, client_address);
+        let urgent = (!options.oob_inline).then_some(UrgentHook {
+            deliver: &deliver,
+            timeout: options.connection_timeout,
+        });
         let mut req = StreamRequest {
-            rfile: BufReader::with_capacity(options.rbufsize.max(1), conn.reader()),
+            rfile: BufReader::with_capacity(options.rbufsize.max(1), Rfile::new(conn, urgent)),
             wfile: Wfile::new(conn, options.wbufsize),
             request: conn,
             client_address,

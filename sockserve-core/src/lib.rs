@@ -79,8 +79,8 @@ pub mod transport;
 pub use declared::Declared;
 pub use handler::{
     log_request_error, report_error, BaseRequest, DatagramHandler, DatagramRequest, Dispatch, RequestError,
-    RequestHandler, StatefulDatagramHandler, StatefulRequestHandler, StatefulStreamHandler, StreamHandler,
-    StreamRequest, Wfile,
+    RequestHandler, Rfile, StatefulDatagramHandler, StatefulRequestHandler, StatefulStreamHandler,
+    StreamHandler, StreamRequest, Wfile,
 };
 pub use options::Options;
 pub use server::{Server, ServerContext, ServerCore, ShutdownHandle};

@@ -20,6 +20,7 @@ use std::time::Duration;
 /// | `max_children` | forking | `ForkingMixIn.max_children` |
 /// | `rbufsize`, `wbufsize`, `connection_timeout`, `disable_nagle_algorithm` | stream servers | `StreamRequestHandler.rbufsize`, `.wbufsize`, `.timeout`, `.disable_nagle_algorithm` |
 /// | `socket_mode`, `remove_stale_socket` | unix | new |
+/// | `oob_inline` | tcp | new (the socket option `SO_OOBINLINE`) |
 ///
 /// ```
 /// use std::time::Duration;
@@ -82,6 +83,12 @@ pub struct Options {
     /// a dead server), remove it before bind. A socket another server listens on is never
     /// removed, nor a file that is not a socket. Default `true`.
     pub remove_stale_socket: bool,
+    /// TCP urgent ("out-of-band") data, sent with `MSG_OOB`. `true` (the default): urgent
+    /// bytes stay in the stream where they were sent (`SO_OOBINLINE`), so nothing a client
+    /// sends is lost or reordered. `false`: each urgent byte is taken out of the stream and
+    /// handed to the handler's `handle_urgent` before the in-band bytes after it are read.
+    /// RFC 6093 advises new protocols not to use urgent data at all.
+    pub oob_inline: bool,
 }
 
 impl Options {
@@ -103,6 +110,7 @@ impl Options {
         disable_nagle_algorithm: false,
         socket_mode: None,
         remove_stale_socket: true,
+        oob_inline: true,
     };
 }
 

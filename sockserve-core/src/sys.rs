@@ -72,6 +72,72 @@ pub(crate) fn poll_readable<const N: usize>(
     Ok(pollfds.map(|p| p.revents != 0))
 }
 
+/// What [`wait_input_or_urgent`] found on a connection.
+pub(crate) enum Input {
+    /// In-band bytes (or end of stream, or an error) are ready to be read.
+    Ready,
+    /// TCP urgent data is pending (`POLLPRI`).
+    Urgent,
+    /// Nothing arrived within the timeout.
+    TimedOut,
+}
+
+/// Waits until `fd` has in-band input or urgent data pending, or `timeout` passes (`None`: no
+/// limit). A signal interrupting the wait counts as input, so the caller's read decides.
+pub(crate) fn wait_input_or_urgent(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<Input> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLPRI,
+        revents: 0,
+    };
+    let millis = match timeout {
+        Some(t) => t.as_nanos().div_ceil(1_000_000).min(libc::c_int::MAX as u128) as libc::c_int,
+        None => -1,
+    };
+    // SAFETY: `pollfd` is one live pollfd struct; poll writes only its revents.
+    let ret = unsafe { libc::poll(&mut pollfd, 1, millis) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(Input::Ready);
+        }
+        return Err(err);
+    }
+    Ok(if ret == 0 {
+        Input::TimedOut
+    } else if pollfd.revents & libc::POLLPRI != 0 {
+        Input::Urgent
+    } else {
+        Input::Ready
+    })
+}
+
+/// Reads the pending TCP urgent byte (`MSG_OOB`) without blocking; `None` when there is none
+/// (already read, or its byte has not arrived yet).
+pub(crate) fn recv_urgent(fd: BorrowedFd<'_>) -> io::Result<Option<u8>> {
+    let mut byte = 0u8;
+    // SAFETY: the pointer and length describe `byte`, a live writable u8.
+    let ret = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_OOB | libc::MSG_DONTWAIT,
+        )
+    };
+    match ret {
+        1 => Ok(Some(byte)),
+        0 => Ok(None),
+        _ => {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINVAL | libc::EAGAIN) => Ok(None),
+                _ => Err(err),
+            }
+        }
+    }
+}
+
 /// Receives one datagram without blocking into the spare capacity of `buf` (which must be
 /// empty), at most `limit` bytes of it, without initialising the buffer first. Returns the
 /// datagram's real length, which is larger than `buf.len()` when it was truncated (Linux

@@ -327,6 +327,16 @@ pub(crate) const KEYS: &[KeyDef] = &[
         doc: "Set `TCP_NODELAY` on each connection.",
     },
     KeyDef {
+        name: "oob_inline",
+        kind: ValueKind::Bool,
+        transports: Scope::Only(&["tcp"]),
+        concurrency: Scope::All,
+        default: "true",
+        example: "false",
+        python: "none (new; the socket option `SO_OOBINLINE`)",
+        doc: "Keep TCP urgent bytes in the stream; `false` hands each to `handle_urgent` instead.",
+    },
+    KeyDef {
         name: "socket_mode",
         kind: ValueKind::Mode,
         transports: UNIX,

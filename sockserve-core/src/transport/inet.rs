@@ -9,9 +9,10 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::{
-    Connection, Datagram, DatagramKind, DatagramTransport, Packets, StreamKind, StreamTransport, Transport,
+    Connection, Datagram, DatagramKind, DatagramTransport, Incoming, Packets, StreamKind, StreamTransport,
+    Transport,
 };
-use crate::Options;
+use crate::{sys, Options};
 
 fn backlog(options: &Options) -> i32 {
     i32::try_from(options.request_queue_size).unwrap_or(i32::MAX)
@@ -66,6 +67,8 @@ impl Transport for Tcp {
     }
 
     fn server_activate(&mut self, options: &Options) -> io::Result<()> {
+        // Accepted connections inherit SO_OOBINLINE from the listener: one call for all.
+        self.socket().set_out_of_band_inline(options.oob_inline)?;
         self.socket().listen(backlog(options))?;
         self.listener.set_nonblocking(true)
     }
@@ -116,6 +119,14 @@ impl Connection for TcpStream {
     }
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         TcpStream::set_nodelay(self, nodelay)
+    }
+    fn wait_input(&self, timeout: Option<Duration>) -> io::Result<Incoming> {
+        Ok(match sys::wait_input_or_urgent(self.as_fd(), timeout)? {
+            sys::Input::TimedOut => Incoming::TimedOut,
+            sys::Input::Ready => Incoming::Ready,
+            // Lost to a race (read elsewhere): let the read decide.
+            sys::Input::Urgent => sys::recv_urgent(self.as_fd())?.map_or(Incoming::Ready, Incoming::Urgent),
+        })
     }
 }
 

@@ -117,6 +117,25 @@ pub trait Connection: Send + 'static {
     fn set_nodelay(&self, _nodelay: bool) -> io::Result<()> {
         Ok(())
     }
+    /// Waits up to `timeout` (`None`: no limit) for input, and takes a TCP urgent byte if that
+    /// is what arrived. `rfile` calls it before each read when `oob_inline` is off. Default:
+    /// this kind of connection has no urgent data, so input is always [`Incoming::Ready`] and
+    /// the read itself waits.
+    fn wait_input(&self, timeout: Option<Duration>) -> io::Result<Incoming> {
+        let _ = timeout;
+        Ok(Incoming::Ready)
+    }
+}
+
+/// What [`Connection::wait_input`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// In-band input (or its end) is ready: a read will not wait.
+    Ready,
+    /// A TCP urgent byte, taken out of the stream.
+    Urgent(u8),
+    /// Nothing arrived within the timeout.
+    TimedOut,
 }
 
 /// A transport whose requests are [`Connection`]s.
