@@ -3,8 +3,9 @@
 use std::io;
 
 use crate::concurrency::Concurrency;
+use crate::options::Options;
+use crate::server::Server;
 use crate::transport::{ToAddress, Transport};
-use crate::{Options, Server};
 
 /// A handler whose server was declared with `#[server(...)]`: the transport, the concurrency
 /// model and the options are fixed at compile time. The macro implements it; it names only

@@ -26,7 +26,7 @@ use std::io::{self, BufReader, Cursor, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use crate::server::ServerContext;
+use crate::context::ServerContext;
 use crate::transport::{
     BaseKind, Connection, DatagramKind, DatagramTransport, Incoming, StreamKind, StreamTransport, Transport,
 };
@@ -124,7 +124,7 @@ impl From<io::Error> for RequestError {
     }
 }
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(s) => *s,
         Err(payload) => match payload.downcast::<&'static str>() {

@@ -69,13 +69,17 @@
 #![warn(missing_docs)]
 
 pub mod concurrency;
+mod context;
 mod declared;
 mod handler;
 mod options;
+mod pipeline;
+mod serve;
 mod server;
 mod sys;
 pub mod transport;
 
+pub use context::{ServerContext, ShutdownHandle};
 pub use declared::Declared;
 pub use handler::{
     log_request_error, report_error, BaseRequest, DatagramHandler, DatagramRequest, Dispatch, RequestError,
@@ -83,7 +87,8 @@ pub use handler::{
     StreamHandler, StreamRequest, Wfile,
 };
 pub use options::Options;
-pub use server::{Server, ServerContext, ServerCore, ShutdownHandle};
+pub use pipeline::ServerCore;
+pub use server::Server;
 
 use concurrency::{Forking, Synchronous, Threading};
 use transport::{Tcp, Udp, Unix, UnixDgram};

@@ -6,7 +6,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::Once;
 use std::time::Duration;
 
 use socket2::{SockAddr, SockRef};
@@ -25,6 +24,65 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
     // SAFETY: `fd` was just returned by eventfd, is valid and owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A page of memory shared with forked children (`MAP_SHARED | MAP_ANONYMOUS`), holding the
+/// serve loop's state and a pending-shutdown flag. Unmapped on drop in the process that made
+/// it; a forked child's mapping goes with the child.
+pub(crate) struct SharedState {
+    page: std::ptr::NonNull<u8>,
+}
+
+// SAFETY: the page is only ever accessed through the atomics below, which are Sync.
+unsafe impl Send for SharedState {}
+// SAFETY: as above.
+unsafe impl Sync for SharedState {}
+
+impl SharedState {
+    const LEN: usize = 4096;
+
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: an anonymous shared mapping with no address hint takes no pointers; the
+        // result is checked against MAP_FAILED before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let page =
+            std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedState { page })
+    }
+
+    /// The loop state (byte 0).
+    pub(crate) fn state(&self) -> &std::sync::atomic::AtomicU8 {
+        // SAFETY: the page is mapped for the life of `self`, zero-filled at creation (a valid
+        // AtomicU8), aligned (page-aligned, alignment 1 needed), and only accessed atomically.
+        unsafe { &*self.page.as_ptr().cast::<std::sync::atomic::AtomicU8>() }
+    }
+
+    /// The pending-shutdown flag (byte 1).
+    pub(crate) fn pending(&self) -> &std::sync::atomic::AtomicBool {
+        // SAFETY: as for `state`: byte 1 of the mapped, zero-filled page (false), alignment 1,
+        // accessed only atomically.
+        unsafe { &*self.page.as_ptr().add(1).cast::<std::sync::atomic::AtomicBool>() }
+    }
+}
+
+impl Drop for SharedState {
+    fn drop(&mut self) {
+        // SAFETY: the page was mapped with this length by `new` and nothing borrows it any
+        // more (the borrows above are tied to `&self`).
+        unsafe { libc::munmap(self.page.as_ptr().cast(), Self::LEN) };
+    }
 }
 
 /// Adds one to an eventfd's counter, making it readable.
@@ -252,21 +310,4 @@ pub(crate) fn any_child_exited() -> bool {
 pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: getpid cannot fail and takes no arguments.
     unsafe { libc::getpid() }
-}
-
-/// Makes sure a peer that closes early costs an `EPIPE` error, not the process: if
-/// `SIGPIPE` still has its default action (a non-Rust `main`, or one built with
-/// `-Zon-broken-pipe=kill`), it is set to ignored. A handler the program installed is kept.
-pub(crate) fn ignore_default_sigpipe() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: an all-zero sigaction is a valid value of this plain C struct.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: a null new action only queries; `old` is a live sigaction that is written.
-        let queried = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) };
-        if queried == 0 && old.sa_sigaction == libc::SIG_DFL {
-            // SAFETY: SIG_IGN is a valid disposition for SIGPIPE; no handler code is involved.
-            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        }
-    });
 }

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Concurrency, Process};
 use crate::handler::{Dispatch, RequestError};
-use crate::server::ServerCore;
+use crate::options::Options;
+use crate::pipeline::ServerCore;
 use crate::sys::{self, Forked};
 use crate::transport::Transport;
-use crate::Options;
 
 /// Serves each request in a forked child process (Python's `ForkingMixIn`).
 ///

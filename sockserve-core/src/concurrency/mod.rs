@@ -15,9 +15,9 @@ use std::io;
 use std::sync::Arc;
 
 use crate::handler::Dispatch;
-use crate::server::ServerCore;
+use crate::options::Options;
+use crate::pipeline::ServerCore;
 use crate::transport::Transport;
-use crate::Options;
 
 mod forking;
 mod synchronous;

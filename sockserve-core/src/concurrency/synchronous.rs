@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::{Concurrency, Process};
 use crate::handler::Dispatch;
-use crate::server::ServerCore;
+use crate::options::Options;
+use crate::pipeline::ServerCore;
 use crate::transport::Transport;
-use crate::Options;
 
 /// Serves each request in the serving thread, one at a time.
 #[derive(Debug, Default)]

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use super::{Concurrency, Process};
 use crate::handler::{Dispatch, RequestError};
-use crate::server::ServerCore;
+use crate::options::Options;
+use crate::pipeline::ServerCore;
 use crate::transport::Transport;
-use crate::Options;
 
 /// Serves each request in a thread of its own (Python's `ThreadingMixIn`).
 ///

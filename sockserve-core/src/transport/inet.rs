@@ -12,7 +12,8 @@ use super::{
     Connection, Datagram, DatagramKind, DatagramTransport, Incoming, Packets, StreamKind, StreamTransport,
     Transport,
 };
-use crate::{sys, Options};
+use crate::options::Options;
+use crate::sys;
 
 fn backlog(options: &Options) -> i32 {
     i32::try_from(options.request_queue_size).unwrap_or(i32::MAX)

@@ -22,7 +22,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Options;
+use crate::options::Options;
 
 mod inet;
 mod unix;
@@ -87,6 +87,20 @@ pub trait Transport: Sized + 'static {
     /// Releases a request (Python's `close_request`); by default drops it.
     fn close_request(&self, request: Self::Request) {
         drop(request)
+    }
+    /// Waits until a request may be pending (the descriptor is readable) or `wake` is (a
+    /// shutdown), at most `timeout`; returns whether `wake` is readable. The serve loop waits
+    /// here, so a transport whose requests announce themselves some other way (a database
+    /// notification, a pipe) overrides it. Default: `poll` on [`fileno`](Transport::fileno)
+    /// and `wake`; a transport without a descriptor is asked again after `timeout`.
+    fn wait_for_request(&self, wake: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+        let [_, woken] = crate::sys::poll_readable([self.fileno(), Some(wake)], timeout)?;
+        Ok(woken)
+    }
+    /// Waits until a request may be pending, at most `timeout` (`handle_request`, which no
+    /// shutdown interrupts). Default: `poll` on [`fileno`](Transport::fileno).
+    fn wait_for_request_only(&self, timeout: Option<Duration>) -> io::Result<()> {
+        crate::sys::poll_readable([self.fileno()], timeout).map(drop)
     }
     /// Stops taking requests and releases what the transport holds outside the process,
     /// such as a Unix socket file (Python's `server_close`). Called once, by

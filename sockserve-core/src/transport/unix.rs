@@ -30,7 +30,7 @@ use super::{
     Connection, Datagram, DatagramKind, DatagramTransport, Packets, StreamKind, StreamTransport, ToAddress,
     Transport,
 };
-use crate::Options;
+use crate::options::Options;
 
 /// The address of a Unix domain socket (Python's `str` or `bytes` addresses of `AF_UNIX`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
