@@ -263,10 +263,7 @@ fn run() -> io::Result<()> {
         return Ok(());
     }
 
-    let options = Options {
-        poll_interval: Duration::from_millis(100),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT.poll_interval(Duration::from_millis(100));
     let queue = SqlQueue::open(path, &options)?;
     let server = Server::<SqlQueue, Synchronous, Worker>::from_transport(queue, Worker, options)?;
     support::announce(server.server_address());

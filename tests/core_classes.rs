@@ -62,7 +62,7 @@ fn stream_round_trip<S: Read + Write>(mut conn: S, half_close: impl FnOnce(&S)) 
 
 fn check_tcp<C>(server: Server<Tcp, C, LineEcho>) -> u32
 where
-    C: sockserve::concurrency::Process<Tcp, LineEcho> + Send + Sync,
+    C: sockserve::concurrency::ProcessRequest<Tcp, LineEcho> + Send + Sync,
 {
     let addr = server.server_address();
     assert_ne!(addr.port(), 0);
@@ -76,7 +76,7 @@ where
 
 fn check_unix_stream<C>(server: Server<sockserve::transport::Unix, C, LineEcho>) -> u32
 where
-    C: sockserve::concurrency::Process<sockserve::transport::Unix, LineEcho> + Send + Sync,
+    C: sockserve::concurrency::ProcessRequest<sockserve::transport::Unix, LineEcho> + Send + Sync,
 {
     let path = server.server_address().as_pathname().unwrap().to_path_buf();
     let running = Running::start(server);
@@ -89,7 +89,7 @@ where
 
 fn check_udp<C>(server: Server<Udp, C, PacketEcho>) -> u32
 where
-    C: sockserve::concurrency::Process<Udp, PacketEcho> + Send + Sync,
+    C: sockserve::concurrency::ProcessRequest<Udp, PacketEcho> + Send + Sync,
 {
     let addr = server.server_address();
     let running = Running::start(server);
@@ -111,7 +111,7 @@ fn check_unix_datagram<C>(
     dir: &TempDir,
 ) -> u32
 where
-    C: sockserve::concurrency::Process<sockserve::transport::UnixDgram, PacketEcho> + Send + Sync,
+    C: sockserve::concurrency::ProcessRequest<sockserve::transport::UnixDgram, PacketEcho> + Send + Sync,
 {
     let server_path = server.server_address().as_pathname().unwrap().to_path_buf();
     let running = Running::start(server);

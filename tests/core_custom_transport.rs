@@ -92,10 +92,7 @@ impl RequestHandler<Queue> for Worker {
 #[test]
 fn a_queue_without_a_descriptor_is_polled_every_poll_interval() {
     let queue = Queue::default();
-    let options = Options {
-        poll_interval: Duration::from_millis(10),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT.poll_interval(Duration::from_millis(10));
     let server: Server<Queue, Synchronous, Worker> =
         Server::from_transport(queue.clone(), Worker::default(), options).unwrap();
     let running = Running::start(server);
@@ -123,11 +120,9 @@ fn a_queue_without_a_descriptor_is_polled_every_poll_interval() {
 #[test]
 fn a_custom_transport_works_with_threading_and_handle_request() {
     let queue = Queue::default();
-    let options = Options {
-        poll_interval: Duration::from_millis(10),
-        timeout: Some(Duration::from_millis(50)),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT
+        .poll_interval(Duration::from_millis(10))
+        .timeout(Some(Duration::from_millis(50)));
     let server: Server<Queue, Threading, Worker> =
         Server::from_transport(queue.clone(), Worker::default(), options).unwrap();
     // Nothing queued: handle_request times out.

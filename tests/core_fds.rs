@@ -42,10 +42,7 @@ fn descriptors_are_closed_exactly_once() {
     // A failed bind leaks nothing.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = holder.local_addr().unwrap();
-    let no_reuse = Options {
-        allow_reuse_address: false,
-        ..Options::DEFAULT
-    };
+    let no_reuse = Options::DEFAULT.allow_reuse_address(false);
     for _ in 0..50 {
         let err = TcpServer::with_options(taken, Echo, no_reuse.clone()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);

@@ -13,10 +13,7 @@ use sockserve::prelude::*;
 use util::{eventually, Running, LIMIT};
 
 fn fast(options: Options) -> Options {
-    Options {
-        poll_interval: Duration::from_millis(20),
-        ..options
-    }
+    options.poll_interval(Duration::from_millis(20))
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -80,10 +77,7 @@ fn unbuffered_wfile_sends_each_write_at_once() {
 
 #[test]
 fn buffered_wfile_is_flushed_after_finish() {
-    let options = fast(Options {
-        wbufsize: 64 * 1024,
-        ..Options::DEFAULT
-    });
+    let options = fast(Options::DEFAULT.wbufsize(64 * 1024));
     let server = TcpServer::with_options("127.0.0.1:0", Pieces(Observe::default()), options).unwrap();
     let addr = server.server_address();
     let running = Running::start(server);
@@ -108,10 +102,7 @@ impl StreamHandler for LineThenBuffered {
 }
 
 fn buffered_after_first_line(rbufsize: usize) -> String {
-    let options = fast(Options {
-        rbufsize,
-        ..Options::DEFAULT
-    });
+    let options = fast(Options::DEFAULT.rbufsize(rbufsize));
     let server = TcpServer::with_options("127.0.0.1:0", LineThenBuffered, options).unwrap();
     // The whole request is in the socket before the server accepts it, so what rfile
     // buffers depends on rbufsize alone.
@@ -153,10 +144,7 @@ impl StreamHandler for SlowReader {
 #[test]
 fn connection_timeout_drops_idle_clients() {
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let options = fast(Options {
-        connection_timeout: Some(Duration::from_millis(200)),
-        ..Options::DEFAULT
-    });
+    let options = fast(Options::DEFAULT.connection_timeout(Some(Duration::from_millis(200))));
     let server =
         ThreadingTcpServer::with_options("127.0.0.1:0", SlowReader(errors.clone()), options).unwrap();
     let addr = server.server_address();
@@ -195,10 +183,7 @@ impl StreamHandler for NoDelay {
 #[test]
 fn disable_nagle_algorithm_sets_tcp_nodelay() {
     for disable in [false, true] {
-        let options = fast(Options {
-            disable_nagle_algorithm: disable,
-            ..Options::DEFAULT
-        });
+        let options = fast(Options::DEFAULT.disable_nagle_algorithm(disable));
         let server = TcpServer::with_options("127.0.0.1:0", NoDelay, options).unwrap();
         let addr = server.server_address();
         let _running = Running::start(server);
@@ -315,10 +300,7 @@ fn oversized_datagrams_are_reported_as_truncated_not_handled() {
 
 #[test]
 fn max_packet_size_is_configurable() {
-    let options = fast(Options {
-        max_packet_size: 16,
-        ..Options::DEFAULT
-    });
+    let options = fast(Options::DEFAULT.max_packet_size(16));
     let server = UdpServer::with_options("127.0.0.1:0", Datagrams::default(), options).unwrap();
     let addr = server.server_address();
     let running = Running::start(server);
@@ -495,7 +477,7 @@ print(f.readline().decode().strip())
 
 fn check_urgent<C>(make: impl Fn(Options) -> Server<Tcp, C, UrgentProbe>)
 where
-    C: sockserve::concurrency::Process<Tcp, UrgentProbe> + Send + Sync,
+    C: sockserve::concurrency::ProcessRequest<Tcp, UrgentProbe> + Send + Sync,
 {
     for wait in [true, false] {
         // oob_inline off: the urgent byte goes to handle_urgent, not into the stream.

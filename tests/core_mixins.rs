@@ -21,10 +21,7 @@ fn forking_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn fast(options: Options) -> Options {
-    Options {
-        poll_interval: Duration::from_millis(20),
-        ..options
-    }
+    options.poll_interval(Duration::from_millis(20))
 }
 
 /// `sleep N` sleeps N ms then answers; `count` answers with the handler's counter after
@@ -104,14 +101,8 @@ fn threading_block_on_close_waits_for_handler_threads() {
 #[test]
 fn daemon_threads_are_not_waited_for() {
     for options in [
-        Options {
-            daemon_threads: true,
-            ..Options::DEFAULT
-        },
-        Options {
-            block_on_close: false,
-            ..Options::DEFAULT
-        },
+        Options::DEFAULT.daemon_threads(true),
+        Options::DEFAULT.block_on_close(false),
     ] {
         let server = ThreadingTcpServer::with_options("127.0.0.1:0", Work::default(), fast(options)).unwrap();
         let addr = server.server_address();
@@ -176,10 +167,7 @@ fn forking_children_do_not_share_memory_with_the_parent() {
 #[test]
 fn forking_respects_max_children_and_reaps_every_child() {
     let _serial = forking_lock();
-    let options = fast(Options {
-        max_children: 3,
-        ..Options::DEFAULT
-    });
+    let options = fast(Options::DEFAULT.max_children(3));
     let server = ForkingTcpServer::with_options("127.0.0.1:0", Work::default(), options).unwrap();
     let addr = server.server_address();
     let running = Running::start(server);

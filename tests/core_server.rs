@@ -111,10 +111,7 @@ impl StreamHandler for Probe {
 }
 
 fn fast() -> Options {
-    Options {
-        poll_interval: Duration::from_millis(20),
-        ..Options::DEFAULT
-    }
+    Options::DEFAULT.poll_interval(Duration::from_millis(20))
 }
 
 #[test]
@@ -193,10 +190,7 @@ fn handle_request_serves_one_request() {
 
 #[test]
 fn handle_request_times_out_and_calls_handle_timeout() {
-    let options = Options {
-        timeout: Some(Duration::from_millis(100)),
-        ..fast()
-    };
+    let options = fast().timeout(Some(Duration::from_millis(100)));
     let server = TcpServer::with_options("127.0.0.1:0", Probe::default(), options).unwrap();
     let started = Instant::now();
     server.handle_request().unwrap();
@@ -336,10 +330,7 @@ fn unbound_servers_take_socket_options_before_bind() {
 
 #[test]
 fn allow_reuse_port_lets_two_servers_share_a_port() {
-    let options = Options {
-        allow_reuse_port: true,
-        ..fast()
-    };
+    let options = fast().allow_reuse_port(true);
     let first = TcpServer::with_options("127.0.0.1:0", Probe::default(), options.clone()).unwrap();
     let addr = first.server_address();
     let second = TcpServer::with_options(addr, Probe::default(), options).unwrap();
@@ -351,10 +342,7 @@ fn allow_reuse_port_lets_two_servers_share_a_port() {
 #[test]
 fn allow_reuse_address_is_applied() {
     for reuse in [true, false] {
-        let options = Options {
-            allow_reuse_address: reuse,
-            ..fast()
-        };
+        let options = fast().allow_reuse_address(reuse);
         let server = TcpServer::with_options("127.0.0.1:0", Probe::default(), options).unwrap();
         assert_eq!(server.transport().socket().reuse_address().unwrap(), reuse);
     }
@@ -364,10 +352,7 @@ fn allow_reuse_address_is_applied() {
 /// through the kernel's sock_diag-free path: /proc/self/net/tcp lacks it, so use `ss`.
 #[test]
 fn request_queue_size_sets_the_listen_backlog() {
-    let options = Options {
-        request_queue_size: 7,
-        ..fast()
-    };
+    let options = fast().request_queue_size(7);
     let server = TcpServer::with_options("127.0.0.1:0", Probe::default(), options).unwrap();
     let port = server.server_address().port();
     let out = std::process::Command::new("ss")

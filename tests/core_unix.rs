@@ -35,10 +35,7 @@ impl<T: DatagramTransport> DatagramHandler<T> for Echo {
 }
 
 fn fast() -> Options {
-    Options {
-        poll_interval: Duration::from_millis(20),
-        ..Options::DEFAULT
-    }
+    Options::DEFAULT.poll_interval(Duration::from_millis(20))
 }
 
 fn talk(mut conn: StdStream) -> String {
@@ -99,10 +96,7 @@ fn a_stale_socket_file_is_kept_when_the_policy_is_off() {
     let dir = TempDir::new("unix");
     let path = dir.path("stale.sock");
     drop(UnixListener::bind(&path).unwrap());
-    let options = Options {
-        remove_stale_socket: false,
-        ..fast()
-    };
+    let options = fast().remove_stale_socket(false);
     let err = UnixStreamServer::with_options(&path, Echo, options).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     assert!(path.exists());
@@ -154,10 +148,7 @@ fn socket_mode_sets_the_file_mode() {
     let dir = TempDir::new("unix");
     for (name, mode) in [("a.sock", 0o600), ("b.sock", 0o660)] {
         let path = dir.path(name);
-        let options = Options {
-            socket_mode: Some(mode),
-            ..fast()
-        };
+        let options = fast().socket_mode(Some(mode));
         let _server = UnixStreamServer::with_options(&path, Echo, options.clone()).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,

@@ -2,8 +2,9 @@
 //! `TcpServer`, `ThreadingTcpServer`, `ForkingTcpServer` and `UdpServer`.
 //!
 //! Options differ from `Options::DEFAULT` only in `disable_nagle_algorithm`
-//! (every server in the harness sets TCP_NODELAY) and `max_children` (the same
-//! cap the CPython forking peer gets).
+//! (every server in the harness sets TCP_NODELAY), `max_children` (the same
+//! cap the CPython forking peer gets) and `max_threads` (none: a thread per
+//! connection, as the peers it is compared with, so W4 holds 10,000 idle ones).
 
 use std::io::{self, BufRead, Write};
 
@@ -48,11 +49,10 @@ impl DatagramHandler for Echo {
 pub const AVAILABLE: bool = true;
 
 pub fn serve(name: &str, args: &ServeArgs) -> io::Result<()> {
-    let options = Options {
-        disable_nagle_algorithm: true,
-        max_children: args.max_children,
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT
+        .disable_nagle_algorithm(true)
+        .max_children(args.max_children)
+        .max_threads(None);
     let bind = args.bind.as_str();
     match name {
         "ss-sync" => {

@@ -33,13 +33,13 @@
 //! `process_request` (the mix-in), which runs `finish_request` (the handler's `setup`,
 //! `handle`, `finish`), `handle_error` on failure or panic, and always `shutdown_request`.
 //! After each pass it runs `service_actions`. The code is in [`Server`]'s `handle_one` and
-//! [`ServerCore::process_inline`].
+//! [`Pipeline::process_inline`].
 //!
 //! # Hooks
 //! Socket-level hooks (`server_bind`, `server_activate`, `get_request`,
 //! `shutdown_request`, `close_request`, `server_close`, `fileno`) belong to the
 //! [`Transport`](transport::Transport): wrap a built-in one to change them. `process_request`
-//! belongs to the mix-in ([`Process`](concurrency::Process)). `verify_request`,
+//! belongs to the mix-in ([`ProcessRequest`](concurrency::ProcessRequest)). `verify_request`,
 //! `handle_error`, `handle_timeout` and `service_actions` are methods of the handler
 //! traits, with Python's defaults.
 //!
@@ -87,7 +87,7 @@ pub use handler::{
     StreamHandler, StreamRequest, Wfile,
 };
 pub use options::Options;
-pub use pipeline::ServerCore;
+pub use pipeline::Pipeline;
 pub use server::Server;
 
 use concurrency::{Forking, Synchronous, Threading};

@@ -22,18 +22,27 @@ use std::time::Duration;
 /// | `socket_mode`, `remove_stale_socket` | unix | new |
 /// | `oob_inline` | tcp | new (the socket option `SO_OOBINLINE`) |
 ///
+/// Build one from [`Options::DEFAULT`] (or a declared handler's `OPTIONS`) with the setters,
+/// one per field and named after it, usable in `const` context; or change the public fields
+/// of a copy. New fields can be added without breaking either (the struct is
+/// `#[non_exhaustive]`). A server checks its options when it is made
+/// ([`validate`](Options::validate)).
+///
 /// ```
 /// use std::time::Duration;
 /// use sockserve_core::Options;
 ///
-/// const OPTIONS: Options = Options {
-///     connection_timeout: Some(Duration::from_secs(5)),
-///     daemon_threads: true,
-///     ..Options::DEFAULT
-/// };
+/// const OPTIONS: Options = Options::DEFAULT
+///     .connection_timeout(Some(Duration::from_secs(5)))
+///     .daemon_threads(true);
 /// assert_eq!(OPTIONS.max_children, 40);
+///
+/// let mut at_run_time = OPTIONS;
+/// at_run_time.max_threads = Some(16);
+/// assert!(at_run_time.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// How often `serve_forever` wakes up to run `service_actions` when idle. Shutdown does
     /// not wait for it: `shutdown()` wakes the loop at once. Default 500 ms.
@@ -59,8 +68,9 @@ pub struct Options {
     /// Default `true`.
     pub block_on_close: bool,
     /// Threading: the most handler threads alive at once (like `tcpserver -c`); at the cap the
-    /// server stops accepting, so new connections wait in the listen backlog. Default `None`
-    /// (no cap, as in Python).
+    /// server stops accepting, so new connections wait in the listen backlog. Default 1024
+    /// (Python has no cap, so a connection flood could start a thread each); `None` lifts the
+    /// cap.
     pub max_threads: Option<usize>,
     /// Forking: the most child processes alive at once; at the cap the server waits for a
     /// child to exit before forking again. Default 40.
@@ -102,7 +112,7 @@ impl Options {
         max_packet_size: 8192,
         daemon_threads: false,
         block_on_close: true,
-        max_threads: None,
+        max_threads: Some(1024),
         max_children: 40,
         rbufsize: 8192,
         wbufsize: 0,
@@ -112,6 +122,77 @@ impl Options {
         remove_stale_socket: true,
         oob_inline: true,
     };
+}
+
+/// A `const` setter per field: `Options::DEFAULT.max_threads(Some(16))`.
+macro_rules! setters {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        impl Options {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Options::", stringify!($field), ").")]
+                #[must_use]
+                pub const fn $field(mut self, $field: $ty) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    poll_interval: Duration,
+    timeout: Option<Duration>,
+    request_queue_size: u32,
+    allow_reuse_address: bool,
+    allow_reuse_port: bool,
+    max_packet_size: usize,
+    daemon_threads: bool,
+    block_on_close: bool,
+    max_threads: Option<usize>,
+    max_children: usize,
+    rbufsize: usize,
+    wbufsize: usize,
+    connection_timeout: Option<Duration>,
+    disable_nagle_algorithm: bool,
+    socket_mode: Option<u32>,
+    remove_stale_socket: bool,
+    oob_inline: bool,
+}
+
+impl Options {
+    /// Checks values no server can work with; every server made runs it. A zero
+    /// `connection_timeout` (the OS rejects it, so every request would fail), a zero
+    /// `max_threads`, `max_children`, `max_packet_size` or `request_queue_size`, and a
+    /// `socket_mode` beyond `0o7777` are errors (`InvalidInput`, naming the field). A zero
+    /// `poll_interval` is allowed and means 1 ms.
+    pub fn validate(&self) -> std::io::Result<()> {
+        let invalid = |what: &str| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid Options: {what}"),
+            ))
+        };
+        if self.connection_timeout == Some(Duration::ZERO) {
+            return invalid("connection_timeout must be above zero (None means no timeout)");
+        }
+        if self.max_threads == Some(0) {
+            return invalid("max_threads must be at least 1 (None means no cap)");
+        }
+        if self.max_children == 0 {
+            return invalid("max_children must be at least 1");
+        }
+        if self.max_packet_size == 0 {
+            return invalid("max_packet_size must be at least 1");
+        }
+        if self.request_queue_size == 0 {
+            return invalid("request_queue_size must be at least 1");
+        }
+        if self.socket_mode.is_some_and(|mode| mode > 0o7777) {
+            return invalid("socket_mode must be a file mode, at most 0o7777");
+        }
+        Ok(())
+    }
 }
 
 impl Default for Options {

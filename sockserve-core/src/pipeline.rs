@@ -8,12 +8,12 @@ use crate::transport::Transport;
 
 /// The part of a server that request processing needs: transport, options, handler. The
 /// concurrency mix-ins share it (`Arc`) with their threads and children.
-pub struct ServerCore<T: Transport, H> {
+pub struct Pipeline<T: Transport, H> {
     pub(crate) context: ServerContext<T>,
     pub(crate) handler: H,
 }
 
-impl<T: Transport, H> ServerCore<T, H>
+impl<T: Transport, H> Pipeline<T, H>
 where
     T::Kind: Dispatch<T, H>,
 {

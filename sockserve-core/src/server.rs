@@ -4,7 +4,7 @@
 //! The flow of a request reads top to bottom in [`Server::verify_and_process`] (Python's
 //! `_handle_request_noblock`): verify it, process it; a request refused by
 //! `verify_request` is closed through `shutdown_request`. Processing belongs to the
-//! concurrency mix-in, which ends up in [`ServerCore::process_inline`]: `finish_request`, on
+//! concurrency mix-in, which ends up in [`Pipeline::process_inline`]: `finish_request`, on
 //! failure `handle_error`, then always `shutdown_request`.
 
 use std::fmt;
@@ -13,11 +13,11 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::concurrency::{Concurrency, Process};
+use crate::concurrency::{Concurrency, ProcessRequest};
 use crate::context::{Control, ServerContext, ShutdownHandle};
 use crate::handler::Dispatch;
 use crate::options::Options;
-use crate::pipeline::ServerCore;
+use crate::pipeline::Pipeline;
 use crate::transport::{ToAddress, Transport};
 
 /// A server: a [`Transport`], a [`Concurrency`] mix-in and a handler, composed at compile
@@ -27,7 +27,7 @@ use crate::transport::{ToAddress, Transport};
 /// Dropping a server closes it ([`server_close`](Server::server_close)), like leaving
 /// Python's `with` block.
 pub struct Server<T: Transport, C: Concurrency, H> {
-    pub(crate) core: Arc<ServerCore<T, H>>,
+    pub(crate) core: Arc<Pipeline<T, H>>,
     pub(crate) concurrency: C,
     /// The steps that need the handler to fit the transport and the mix-in, bound once when
     /// the server is made, so the methods of a made server ask nothing more of its types.
@@ -36,15 +36,14 @@ pub struct Server<T: Transport, C: Concurrency, H> {
 }
 
 /// `verify_request`, then `process_request` or `shutdown_request`, for one request.
-type HandleOne<T, C, H> =
-    fn(&C, &Arc<ServerCore<T, H>>, <T as Transport>::Request, <T as Transport>::Address);
+type HandleOne<T, C, H> = fn(&C, &Arc<Pipeline<T, H>>, <T as Transport>::Request, <T as Transport>::Address);
 
 /// The handler- and mix-in-specific steps of the serve loop, taken from the bounded impl when
 /// a server is made.
 pub(crate) struct Steps<T: Transport, C, H> {
     pub(crate) handle_one: HandleOne<T, C, H>,
-    pub(crate) service_actions: fn(&ServerCore<T, H>),
-    pub(crate) handle_timeout: fn(&ServerCore<T, H>),
+    pub(crate) service_actions: fn(&Pipeline<T, H>),
+    pub(crate) handle_timeout: fn(&Pipeline<T, H>),
 }
 
 impl<T: Transport, C: Concurrency, H> fmt::Debug for Server<T, C, H> {
@@ -60,7 +59,7 @@ impl<T, C, H> Server<T, C, H>
 where
     T: Transport,
     T::Kind: Dispatch<T, H>,
-    C: Process<T, H>,
+    C: ProcessRequest<T, H>,
 {
     /// Creates a server on `address` with the default [`Options`], bound and listening
     /// (Python's `Server(address, Handler)`).
@@ -88,6 +87,7 @@ where
         handler: H,
         options: Options,
     ) -> io::Result<Self> {
+        options.validate()?;
         let transport = T::open(address.to_address()?, &options)?;
         Self::from_transport(transport, handler, options)
     }
@@ -95,6 +95,7 @@ where
     /// Creates a server from a transport the caller made (and bound, if it binds at all):
     /// the way in for custom request sources.
     pub fn from_transport(transport: T, handler: H, options: Options) -> io::Result<Self> {
+        options.validate()?;
         let concurrency = C::new(&options)?;
         let context = ServerContext {
             transport,
@@ -102,12 +103,12 @@ where
             control: Arc::new(Control::new()?),
         };
         Ok(Server {
-            core: Arc::new(ServerCore { context, handler }),
+            core: Arc::new(Pipeline { context, handler }),
             concurrency,
             steps: Steps {
                 handle_one: Self::verify_and_process,
-                service_actions: ServerCore::service_actions,
-                handle_timeout: ServerCore::handle_timeout,
+                service_actions: Pipeline::service_actions,
+                handle_timeout: Pipeline::handle_timeout,
             },
             closed: AtomicBool::new(false),
         })
@@ -117,7 +118,7 @@ where
     /// then process it, or close a refused one through `shutdown_request`.
     fn verify_and_process(
         concurrency: &C,
-        core: &Arc<ServerCore<T, H>>,
+        core: &Arc<Pipeline<T, H>>,
         request: T::Request,
         client_address: T::Address,
     ) {

@@ -231,8 +231,11 @@ pub(crate) enum Forked {
 /// then call [`exit_child`]; it never returns into the server loop.
 pub(crate) fn fork() -> io::Result<Forked> {
     // SAFETY: fork has no memory-safety preconditions of its own. The hazard of forking a
-    // multi-threaded process (locks held by threads that do not exist in the child) is
-    // confined by the caller: the child runs one request and leaves through `exit_child`.
+    // multi-threaded process is locks held by threads that do not exist in the child: the
+    // caller holds std's stdout and stderr locks across the call (the ones the child's
+    // logging and panic messages take), glibc resets its allocator's, and the documented
+    // contract of the forking model tells handlers not to rely on any other. The child runs
+    // one request and leaves through `exit_child`.
     match check(unsafe { libc::fork() })? {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(pid)),
@@ -287,9 +290,19 @@ pub(crate) fn wait_any_child_exited() -> io::Result<libc::pid_t> {
     }
 }
 
+/// What [`child_exited`] found.
+pub(crate) enum ChildExited {
+    /// Some child has exited and waits to be reaped.
+    Yes,
+    /// Children exist; none has exited.
+    No,
+    /// The process has no children at all (`ECHILD`).
+    NoChildren,
+}
+
 /// Whether some child of the process has exited and waits to be reaped, without reaping it
-/// and without blocking. Errors (ECHILD: no children) count as "none".
-pub(crate) fn any_child_exited() -> bool {
+/// and without blocking.
+pub(crate) fn child_exited() -> ChildExited {
     // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a live siginfo_t that waitid writes.
@@ -301,9 +314,20 @@ pub(crate) fn any_child_exited() -> bool {
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
     };
+    if ret != 0 {
+        return if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            ChildExited::NoChildren
+        } else {
+            ChildExited::No
+        };
+    }
     // SAFETY: with WNOHANG, waitid leaves si_pid zero when no child has changed state, and
     // fills it (the field read here) when one has.
-    ret == 0 && unsafe { info.si_pid() } != 0
+    if unsafe { info.si_pid() } != 0 {
+        ChildExited::Yes
+    } else {
+        ChildExited::No
+    }
 }
 
 /// This process's id.

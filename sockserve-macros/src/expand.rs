@@ -179,7 +179,8 @@ fn declared(server: &Server, body: TokenStream) -> TokenStream {
         predicates.push(parse_quote!(
             <#transport as ::sockserve::transport::Transport>::Kind: ::sockserve::Dispatch<#transport, #handler>
         ));
-        predicates.push(parse_quote!(#concurrency: ::sockserve::concurrency::Process<#transport, #handler>));
+        predicates
+            .push(parse_quote!(#concurrency: ::sockserve::concurrency::ProcessRequest<#transport, #handler>));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let options = options(&server.options);
@@ -188,7 +189,6 @@ fn declared(server: &Server, body: TokenStream) -> TokenStream {
         impl #impl_generics ::sockserve::Declared for #ident #ty_generics #where_clause {
             type Transport = #transport;
             type Concurrency = #concurrency;
-            #[allow(clippy::needless_update)]
             const OPTIONS: ::sockserve::Options = #options;
 
             fn unbound_with<A>(
@@ -205,22 +205,15 @@ fn declared(server: &Server, body: TokenStream) -> TokenStream {
     }
 }
 
-/// `::sockserve::Options { key: value, ..::sockserve::Options::DEFAULT }`.
+/// `::sockserve::Options::DEFAULT.key(value)...`: core's `const` setters, so the options
+/// can grow without breaking declared servers.
 fn options(options: &[OptionValue]) -> TokenStream {
-    if options.is_empty() {
-        return quote!(::sockserve::Options::DEFAULT);
-    }
-    let fields = options.iter().map(|option| {
+    let setters = options.iter().map(|option| {
         let field = &option.ident;
         let value = value(option);
-        quote!(#field: #value)
+        quote!(.#field(#value))
     });
-    quote! {
-        ::sockserve::Options {
-            #(#fields,)*
-            ..::sockserve::Options::DEFAULT
-        }
-    }
+    quote!(::sockserve::Options::DEFAULT #(#setters)*)
 }
 
 /// One field value, as a constant expression spanned on the value as written.
@@ -288,11 +281,8 @@ mod tests {
             impl ::sockserve::Declared for Echo {
                 type Transport = ::sockserve::transport::Tcp;
                 type Concurrency = ::sockserve::concurrency::Threading;
-                #[allow(clippy::needless_update)]
-                const OPTIONS: ::sockserve::Options = ::sockserve::Options {
-                    timeout: ::core::option::Option::Some(::core::time::Duration::from_millis(500)),
-                    ..::sockserve::Options::DEFAULT
-                };
+                const OPTIONS: ::sockserve::Options = ::sockserve::Options::DEFAULT
+                    .timeout(::core::option::Option::Some(::core::time::Duration::from_millis(500)));
 
                 fn unbound_with<A>(
                     self,
@@ -425,17 +415,15 @@ mod tests {
             ),
         );
         let want = quote! {
-            ::sockserve::Options {
-                poll_interval: ::core::time::Duration::from_secs(2),
-                timeout: ::core::option::Option::Some(::core::time::Duration::from_millis(1500)),
-                connection_timeout: ::core::option::Option::Some(::core::time::Duration::from_micros(500)),
-                request_queue_size: 16,
-                max_threads: ::core::option::Option::Some(4),
-                rbufsize: 0,
-                socket_mode: ::core::option::Option::Some(432),
-                remove_stale_socket: false,
-                ..::sockserve::Options::DEFAULT
-            }
+            ::sockserve::Options::DEFAULT
+                .poll_interval(::core::time::Duration::from_secs(2))
+                .timeout(::core::option::Option::Some(::core::time::Duration::from_millis(1500)))
+                .connection_timeout(::core::option::Option::Some(::core::time::Duration::from_micros(500)))
+                .request_queue_size(16)
+                .max_threads(::core::option::Option::Some(4))
+                .rbufsize(0)
+                .socket_mode(::core::option::Option::Some(432))
+                .remove_stale_socket(false)
         };
         assert!(got.contains(&want.to_string()), "{got}");
         let nanos = duration(1_001, Span::call_site()).to_string();

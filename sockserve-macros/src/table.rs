@@ -253,7 +253,7 @@ pub(crate) const KEYS: &[KeyDef] = &[
         },
         transports: Scope::All,
         concurrency: Scope::Only(&["threading"]),
-        default: "none (unbounded)",
+        default: "`1024`",
         example: "64",
         python: "none (new)",
         doc: "Cap on live handler threads; at the cap, connections wait in the backlog.",

@@ -69,11 +69,9 @@ impl StreamHandler for Churn {
 fn churn() {
     const TAIL: usize = 2 * MAX_CHILDREN;
     let counters = harness::shared_counters(5);
-    let options = Options {
-        max_children: MAX_CHILDREN,
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT
+        .max_children(MAX_CHILDREN)
+        .poll_interval(Duration::from_millis(50));
     let server = ForkingTcpServer::with_options("127.0.0.1:0", Churn { counters }, options).expect("bind");
     let addr = server.server_address();
     harness::serving(&server, || {

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
+use sockserve::concurrency::{Forking, ProcessRequest, Synchronous, Threading};
 use sockserve::transport::{DatagramTransport, Udp, UnixDgram};
 use sockserve::{DatagramHandler, DatagramRequest, Options, RequestError, Server};
 
@@ -115,7 +115,7 @@ fn accepted(client: &dyn Client, datagram: &[u8]) {
 fn edges<T, C>(server: &Server<T, C, Sizes>, client: &dyn Client, max: usize, oversize: &[usize])
 where
     T: DatagramTransport,
-    C: Process<T, Sizes> + Sync,
+    C: ProcessRequest<T, Sizes> + Sync,
     Server<T, C, Sizes>: Sync,
 {
     let counters = server.handler().counters;
@@ -149,16 +149,14 @@ where
 }
 
 fn options(max: usize) -> Options {
-    Options {
-        max_packet_size: max,
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    }
+    Options::DEFAULT
+        .max_packet_size(max)
+        .poll_interval(Duration::from_millis(50))
 }
 
 fn udp<C>()
 where
-    C: Process<Udp, Sizes> + Sync,
+    C: ProcessRequest<Udp, Sizes> + Sync,
 {
     // IPv6: a real oversize datagram against the largest useful max_packet_size.
     let sizes = Sizes {
@@ -188,7 +186,7 @@ where
 
 fn unix<C>()
 where
-    C: Process<UnixDgram, Sizes> + Sync,
+    C: ProcessRequest<UnixDgram, Sizes> + Sync,
 {
     let dir = harness::temp_dir("datagram");
     let path = dir.join("server.sock");
@@ -216,7 +214,7 @@ where
 /// one is deaf, another client is answered within 2 s.
 fn unix_clients_that_never_read<C>()
 where
-    C: Process<UnixDgram, Sizes> + Sync,
+    C: ProcessRequest<UnixDgram, Sizes> + Sync,
 {
     const UNCONNECTED: u64 = 100;
     const CONNECTED: u64 = 1000;
@@ -272,7 +270,7 @@ where
 /// buffer, and the server goes on.
 fn udp_client_that_never_reads<C>()
 where
-    C: Process<Udp, Sizes> + Sync,
+    C: ProcessRequest<Udp, Sizes> + Sync,
 {
     const UNREAD: u64 = 1000;
     let sizes = Sizes {

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
-use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
+use sockserve::concurrency::{Forking, ProcessRequest, Synchronous, Threading};
 use sockserve::transport::{BaseKind, Tcp, Transport};
 use sockserve::{BaseRequest, Options, RequestError, RequestHandler, Server, StreamHandler, StreamRequest};
 
@@ -115,14 +115,11 @@ fn read_ok(client: &mut TcpStream) {
 /// files are closed.
 fn out_of_descriptors<C>()
 where
-    C: Process<Tcp, HoldingEcho> + Sync,
+    C: ProcessRequest<Tcp, HoldingEcho> + Sync,
 {
     const PENDING: usize = 8;
     let served = &harness::shared_counters(1)[0];
-    let options = Options {
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT.poll_interval(Duration::from_millis(50));
     let server: Server<Tcp, C, HoldingEcho> =
         Server::with_options("127.0.0.1:0", HoldingEcho { served }, options).expect("bind");
     let addr = server.server_address();
@@ -174,10 +171,7 @@ fn send_request(socket: Socket, addr: std::net::SocketAddr) -> TcpStream {
 fn more_connections_than_descriptors() {
     const CONNECTIONS: usize = 2 * LIMIT as usize;
     let served = &harness::shared_counters(1)[0];
-    let options = Options {
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT.poll_interval(Duration::from_millis(50));
     let server: Server<Tcp, Threading, HoldingEcho> =
         Server::with_options("127.0.0.1:0", HoldingEcho { served }, options).expect("bind");
     let addr = server.server_address();
@@ -302,10 +296,7 @@ fn accept_error_classification() {
     let transport = Scripted {
         script: Mutex::new(script.into_iter().collect()),
     };
-    let options = Options {
-        poll_interval: Duration::from_millis(5),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT.poll_interval(Duration::from_millis(5));
     let handler = Recorder {
         seen: Mutex::new(Vec::new()),
     };

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserve::concurrency::Process;
+use sockserve::concurrency::ProcessRequest;
 use sockserve::transport::Transport;
 use sockserve::{Dispatch, Server};
 
@@ -430,7 +430,7 @@ pub fn serving<T, C, H, R>(server: &Server<T, C, H>, body: impl FnOnce() -> R) -
 where
     T: Transport,
     T::Kind: Dispatch<T, H>,
-    C: Process<T, H> + Sync,
+    C: ProcessRequest<T, H> + Sync,
     Server<T, C, H>: Sync,
 {
     thread::scope(|s| {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
+use sockserve::concurrency::{Forking, ProcessRequest, Synchronous, Threading};
 use sockserve::transport::Tcp;
 use sockserve::{Options, RequestError, Server, StreamHandler, StreamRequest};
 
@@ -74,7 +74,7 @@ impl Reaped for Forking {
 
 fn panicking_handler<C>(panic_in_handle_error: bool)
 where
-    C: Process<Tcp, Panicky> + Reaped + Sync,
+    C: ProcessRequest<Tcp, Panicky> + Reaped + Sync,
 {
     harness::quiet_panics(MARKER);
     let counters = harness::shared_counters(3);
@@ -82,10 +82,7 @@ where
         counters,
         panic_in_handle_error,
     };
-    let options = Options {
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT.poll_interval(Duration::from_millis(50));
     let server: Server<Tcp, C, Panicky> =
         Server::with_options("127.0.0.1:0", handler, options).expect("bind");
     let addr = server.server_address();

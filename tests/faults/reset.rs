@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::thread;
 use std::time::Duration;
 
-use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
+use sockserve::concurrency::{Forking, ProcessRequest, Synchronous, Threading};
 use sockserve::transport::Tcp;
 use sockserve::{Options, RequestError, Server, StreamHandler, StreamRequest};
 
@@ -55,14 +55,12 @@ fn connect_and_reset(addr: SocketAddr) -> io::Result<()> {
 
 fn reset_storm<C>()
 where
-    C: Process<Tcp, LineOrError> + Sync,
+    C: ProcessRequest<Tcp, LineOrError> + Sync,
 {
     let counters = harness::shared_counters(2);
-    let options = Options {
-        poll_interval: Duration::from_millis(50),
-        max_children: 8,
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT
+        .poll_interval(Duration::from_millis(50))
+        .max_children(8);
     let server: Server<Tcp, C, LineOrError> =
         Server::with_options("127.0.0.1:0", LineOrError { counters }, options).expect("bind");
     let addr = server.server_address();

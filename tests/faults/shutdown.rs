@@ -85,11 +85,7 @@ fn shutdown_in_flight() {
         counters,
         gate: Arc::clone(&gate),
     };
-    let options = Options {
-        poll_interval: POLL_INTERVAL,
-        block_on_close: true,
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT.poll_interval(POLL_INTERVAL).block_on_close(true);
     let server = ThreadingTcpServer::with_options("127.0.0.1:0", handler, options).expect("bind");
     let addr = server.server_address();
 
@@ -195,11 +191,9 @@ impl StreamHandler for Holding {
 /// `shutdown()`: waiting for a child to exit must not keep the loop from seeing the request.
 fn shutdown_at_max_children() {
     const MAX_CHILDREN: usize = 2;
-    let options = Options {
-        max_children: MAX_CHILDREN,
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT
+        .max_children(MAX_CHILDREN)
+        .poll_interval(Duration::from_millis(50));
     let server = sockserve::ForkingTcpServer::with_options("127.0.0.1:0", Holding, options).expect("bind");
     let addr = server.server_address();
     let (stopped, took) = thread::scope(|s| {

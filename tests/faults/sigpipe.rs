@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use sockserve::concurrency::{Forking, Process, Synchronous, Threading};
+use sockserve::concurrency::{Forking, ProcessRequest, Synchronous, Threading};
 use sockserve::transport::{StreamTransport, Tcp, Unix};
 use sockserve::{Options, RequestError, Server, StreamHandler, StreamRequest};
 
@@ -106,7 +106,7 @@ fn closed_peer<T, C>(
     connect: impl Fn() -> io::Result<Box<dyn HalfClose + Send>>,
 ) where
     T: StreamTransport,
-    C: Process<T, Flood> + Children + Sync,
+    C: ProcessRequest<T, Flood> + Children + Sync,
     Server<T, C, Flood>: Sync,
 {
     assert_eq!(
@@ -146,15 +146,12 @@ fn closed_peer<T, C>(
 }
 
 fn options() -> Options {
-    Options {
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    }
+    Options::DEFAULT.poll_interval(Duration::from_millis(50))
 }
 
 fn tcp<C>()
 where
-    C: Process<Tcp, Flood> + Children + Sync,
+    C: ProcessRequest<Tcp, Flood> + Children + Sync,
 {
     default_sigpipe();
     let counters = harness::shared_counters(3);
@@ -168,7 +165,7 @@ where
 
 fn unix<C>()
 where
-    C: Process<Unix, Flood> + Children + Sync,
+    C: ProcessRequest<Unix, Flood> + Children + Sync,
 {
     default_sigpipe();
     let dir = harness::temp_dir("sigpipe");

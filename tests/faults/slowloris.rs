@@ -46,11 +46,9 @@ fn idle_connections_time_out() {
     const IDLE: usize = 300;
     const TIMEOUT: Duration = Duration::from_secs(1);
     let counters = harness::shared_counters(3);
-    let options = Options {
-        connection_timeout: Some(TIMEOUT),
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT
+        .connection_timeout(Some(TIMEOUT))
+        .poll_interval(Duration::from_millis(50));
     let server =
         ThreadingTcpServer::with_options("127.0.0.1:0", OneLine { counters }, options).expect("bind");
     let addr = server.server_address();
@@ -110,11 +108,9 @@ fn max_threads_caps_handler_threads() {
     /// Threads that may briefly outlive their slot (exiting while the next one starts).
     const SLACK: usize = 2;
     let counters = harness::shared_counters(3);
-    let options = Options {
-        max_threads: Some(CAP),
-        poll_interval: Duration::from_millis(50),
-        ..Options::DEFAULT
-    };
+    let options = Options::DEFAULT
+        .max_threads(Some(CAP))
+        .poll_interval(Duration::from_millis(50));
     let server =
         ThreadingTcpServer::with_options("127.0.0.1:0", OneLine { counters }, options).expect("bind");
     let addr = server.server_address();

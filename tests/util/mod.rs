@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use sockserve::concurrency::Process;
+use sockserve::concurrency::ProcessRequest;
 use sockserve::transport::Transport;
 use sockserve::{Dispatch, Server};
 
@@ -21,7 +21,7 @@ impl<T, C, H> Running<T, C, H>
 where
     T: Transport + Send + Sync,
     T::Kind: Dispatch<T, H>,
-    C: Process<T, H> + Send + Sync,
+    C: ProcessRequest<T, H> + Send + Sync,
     H: Send + Sync + 'static,
 {
     pub fn start(server: Server<T, C, H>) -> Self {

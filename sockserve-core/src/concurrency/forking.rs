@@ -6,10 +6,10 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Concurrency, Process};
+use super::{Concurrency, ProcessRequest};
 use crate::handler::{Dispatch, RequestError};
 use crate::options::Options;
-use crate::pipeline::ServerCore;
+use crate::pipeline::Pipeline;
 use crate::sys::{self, Forked};
 use crate::transport::Transport;
 
@@ -29,8 +29,16 @@ use crate::transport::Transport;
 /// - `block_on_close` (default): `server_close` waits for every child.
 ///
 /// Forked children do not share memory with the parent: state a handler changes in a child
-/// is lost when the child exits. The child of a multi-threaded process holds only the
-/// forking thread; a handler should not rely on locks other threads may hold.
+/// is lost when the child exits.
+///
+/// **After fork.** The child of a multi-threaded process holds only the forking thread; any
+/// lock another thread held at that moment stays locked in the child. sockserve forks while
+/// holding std's stdout and stderr locks and releases them on both sides, so a child may
+/// log (through the `log` crate to stderr), print, panic (the panic message is written) and
+/// allocate (glibc's allocator resets its own locks at fork). A handler must not take locks
+/// of its own that other threads of the parent use (a `Mutex` in the handler's state, a
+/// logger that buffers behind its own lock in another thread): take them only in the parent,
+/// or use a per-child resource.
 #[derive(Debug)]
 pub struct Forking {
     max_children: usize,
@@ -110,10 +118,13 @@ impl Forking {
 
     /// While at `max_children`, waits for a child to exit, polling (from 1 ms, up to 20 ms
     /// apart) so that `give_up` is asked in between: a blocking wait could not see a shutdown.
+    /// Each round asks after every child (not only the cheap probe), so children reaped
+    /// elsewhere (`SIGCHLD` ignored, `SA_NOCLDWAIT`, a library's `waitpid(-1)`) are forgotten
+    /// on `ECHILD` and free their slot.
     fn wait_for_slot(&self, give_up: impl Fn() -> bool) {
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            self.reap_exited(false);
+            self.reap_each(false);
             if self.active_children() < self.max_children.max(1) || give_up() {
                 return;
             }
@@ -126,9 +137,23 @@ impl Forking {
         // One probe instead of a waitpid per child: most calls (one per accepted request and
         // per loop pass) find nothing to reap, and a server holding thousands of long-lived
         // children would otherwise pay thousands of system calls for each.
-        if !blocking && !sys::any_child_exited() {
-            return;
+        if !blocking {
+            match sys::child_exited() {
+                sys::ChildExited::No => return,
+                sys::ChildExited::Yes => {}
+                // No child left at all: whatever this server still counts was reaped
+                // elsewhere.
+                sys::ChildExited::NoChildren => {
+                    self.lock().clear();
+                    return;
+                }
+            }
         }
+        self.reap_each(blocking);
+    }
+
+    /// Asks after every child (waiting for each when `blocking`); forgets those that are gone.
+    fn reap_each(&self, blocking: bool) {
         let pids: Vec<libc::pid_t> = self.lock().iter().copied().collect();
         for pid in pids {
             if self.reap(pid, blocking) {
@@ -160,17 +185,32 @@ impl Concurrency for Forking {
     }
 
     fn server_close(&self) {
-        self.collect_children(self.block_on_close);
+        if self.block_on_close {
+            self.collect_children(true);
+        } else {
+            // The option promises not to wait: not for a free slot either.
+            self.reap_exited(false);
+        }
     }
 }
 
-impl<T: Transport, H> Process<T, H> for Forking
+impl<T: Transport, H> ProcessRequest<T, H> for Forking
 where
     T::Kind: Dispatch<T, H>,
 {
-    fn process_request(&self, core: &Arc<ServerCore<T, H>>, request: T::Request, client_address: T::Address) {
+    fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
         self.wait_for_slot(|| core.context().is_shutdown_requested());
-        match sys::fork() {
+        // Fork while this thread holds std's stdout and stderr locks, and release them on both
+        // sides (the pthread_atfork pattern): another thread (a logger) holding one at the
+        // moment of fork would leave it locked forever in the child, whose first log line or
+        // panic message would then hang. Both locks are reentrant and owned by this thread,
+        // which is the child's only thread, so the child can release them.
+        let forked = {
+            let _stdout = std::io::stdout().lock();
+            let _stderr = std::io::stderr().lock();
+            sys::fork()
+        };
+        match forked {
             Ok(Forked::Parent(pid)) => {
                 self.lock().insert(pid);
                 core.close_request(request);

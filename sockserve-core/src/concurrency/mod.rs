@@ -8,7 +8,7 @@
 //! | [`Forking`] | in a forked child process | isolation, crash containment | no shared memory; a fork per request |
 //!
 //! A mix-in is two traits: [`Concurrency`] (its life cycle, independent of transport and
-//! handler) and [`Process`] (`process_request` for a given transport and handler). New models
+//! handler) and [`ProcessRequest`] (`process_request` for a given transport and handler). New models
 //! (a thread pool, a multiplexer) implement both.
 
 use std::io;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::handler::Dispatch;
 use crate::options::Options;
-use crate::pipeline::ServerCore;
+use crate::pipeline::Pipeline;
 use crate::transport::Transport;
 
 mod forking;
@@ -43,12 +43,12 @@ pub trait Concurrency: Sized + 'static {
 }
 
 /// Python's `process_request` for transport `T` and handler `H`.
-pub trait Process<T: Transport, H>: Concurrency
+pub trait ProcessRequest<T: Transport, H>: Concurrency
 where
     T::Kind: Dispatch<T, H>,
 {
-    /// Processes one verified request; it must end in [`ServerCore::process_inline`] (or the
+    /// Processes one verified request; it must end in [`Pipeline::process_inline`] (or the
     /// same steps) wherever it runs, and report its own failures (a thread or process that
-    /// cannot start) through [`ServerCore::handle_error`].
-    fn process_request(&self, core: &Arc<ServerCore<T, H>>, request: T::Request, client_address: T::Address);
+    /// cannot start) through [`Pipeline::handle_error`].
+    fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address);
 }

@@ -3,10 +3,10 @@
 use std::io;
 use std::sync::Arc;
 
-use super::{Concurrency, Process};
+use super::{Concurrency, ProcessRequest};
 use crate::handler::Dispatch;
 use crate::options::Options;
-use crate::pipeline::ServerCore;
+use crate::pipeline::Pipeline;
 use crate::transport::Transport;
 
 /// Serves each request in the serving thread, one at a time.
@@ -19,11 +19,11 @@ impl Concurrency for Synchronous {
     }
 }
 
-impl<T: Transport, H> Process<T, H> for Synchronous
+impl<T: Transport, H> ProcessRequest<T, H> for Synchronous
 where
     T::Kind: Dispatch<T, H>,
 {
-    fn process_request(&self, core: &Arc<ServerCore<T, H>>, request: T::Request, client_address: T::Address) {
+    fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
         core.process_inline(request, client_address);
     }
 }

@@ -7,10 +7,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::{Concurrency, Process};
+use super::{Concurrency, ProcessRequest};
 use crate::handler::{Dispatch, RequestError};
 use crate::options::Options;
-use crate::pipeline::ServerCore;
+use crate::pipeline::Pipeline;
 use crate::transport::Transport;
 
 /// Serves each request in a thread of its own (Python's `ThreadingMixIn`).
@@ -199,14 +199,14 @@ impl Concurrency for Threading {
     }
 }
 
-impl<T, H> Process<T, H> for Threading
+impl<T, H> ProcessRequest<T, H> for Threading
 where
     T: Transport + Send + Sync,
     T::Kind: Dispatch<T, H>,
     T::Request: Send,
     H: Send + Sync + 'static,
 {
-    fn process_request(&self, core: &Arc<ServerCore<T, H>>, request: T::Request, client_address: T::Address) {
+    fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
         self.pool.join_exited();
         let address = client_address.clone();
         let job_core = Arc::clone(core);
