@@ -32,3 +32,6 @@ mod datagram;
 
 #[path = "faults/reporting.rs"]
 mod reporting;
+
+#[path = "faults/fork.rs"]
+mod fork;
