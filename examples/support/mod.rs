@@ -3,7 +3,13 @@
 //!
 //! Included by each example with `#[path = "support/mod.rs"] mod support;` (`"../support/mod.rs"`
 //! from `examples/http_server/main.rs`). It lives in `examples/support/mod.rs`, a path cargo does
-//! not take for an example of its own.
+//! not take for an example of its own. Its bounded line reader is in `lines.rs` beside it, which
+//! depends on `std` only: `http_server`'s parser, which fuzz targets include by path, includes it
+//! too.
+//!
+//! An example that runs one server has for its whole `main`
+//! `support::run(&SPEC, |args| Handler.bind(args.bind.as_str()))`: [`run`] sets up the process,
+//! parses the command line and [`serve`]s what the closure binds.
 //!
 //! The contract each example keeps:
 //! - `--bind ADDR` (host:port for TCP/UDP, a path for Unix sockets), a loopback default, port 0
