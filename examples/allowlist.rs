@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use sockserve::prelude::*;
 use sockserve::server;
-use support::{Connection as _, Next};
+use support::Connection as _;
 
 #[server(tcp, threading)]
 struct Gate {
@@ -54,10 +54,7 @@ impl StreamHandler for Gate {
 
     fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
         writeln!(req.wfile, "welcome {}", req.client_address)?;
-        support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, |line, out| {
-            out.write_all(line)?;
-            Ok(Next::Continue)
-        })
+        support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, support::echo)
     }
 }
 
@@ -89,23 +86,15 @@ const SPEC: support::Spec = support::Spec {
 };
 
 fn main() -> ExitCode {
-    support::report(run())
-}
-
-fn run() -> io::Result<()> {
-    let stopper = support::start()?;
-    let args = support::parse_args(&SPEC);
-    let allowed = match parse_allow(args.value("allow").unwrap_or("127.0.0.1,::1")) {
-        Ok(allowed) => allowed,
-        Err(message) => {
-            log::error!("--allow: {message}");
-            std::process::exit(2);
-        }
-    };
-    log::info!("allowing {allowed:?}");
-    let server = Gate { allowed }.bind(args.bind.as_str())?;
-    support::announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    support::run(&SPEC, |args| {
+        let allowed = match parse_allow(args.value("allow").unwrap_or("127.0.0.1,::1")) {
+            Ok(allowed) => allowed,
+            Err(message) => {
+                log::error!("--allow: {message}");
+                std::process::exit(2);
+            }
+        };
+        log::info!("allowing {allowed:?}");
+        Gate { allowed }.bind(args.bind.as_str())
+    })
 }

@@ -168,15 +168,5 @@ const SPEC: support::Spec = support::Spec {
 };
 
 fn main() -> ExitCode {
-    support::report(run())
-}
-
-fn run() -> io::Result<()> {
-    let stopper = support::start()?;
-    let args = support::parse_args(&SPEC);
-    let server = Room::default().bind(args.bind.as_str())?;
-    support::announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    support::run(&SPEC, |args| Room::default().bind(args.bind.as_str()))
 }

@@ -12,13 +12,13 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use sockserve::prelude::*;
 use sockserve::server;
-use support::{Connection as _, Next};
+use support::Connection as _;
 
 /// The handler: stateless, so one value serves every thread.
 #[server(tcp, threading)]
@@ -30,10 +30,7 @@ impl StreamHandler for Echo {
     }
 
     fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
-        support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, |line, out| {
-            out.write_all(line)?;
-            Ok(Next::Continue)
-        })
+        support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, support::echo)
     }
 }
 
@@ -48,16 +45,8 @@ const SPEC: support::Spec = support::Spec {
 };
 
 fn main() -> ExitCode {
-    support::report(run())
-}
-
-fn run() -> io::Result<()> {
-    let stopper = support::start()?;
-    let args = support::parse_args(&SPEC);
-    // The attribute's options are the defaults; the command line overrides what it sets.
-    let server = Echo.bind_with(args.bind.as_str(), args.server_options(Echo::OPTIONS))?;
-    support::announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    support::run(&SPEC, |args| {
+        // The attribute's options are the defaults; the command line overrides what it sets.
+        Echo.bind_with(args.bind.as_str(), args.server_options(Echo::OPTIONS))
+    })
 }

@@ -12,13 +12,13 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use sockserve::prelude::*;
 use sockserve::server;
-use support::{Connection as _, Next};
+use support::Connection as _;
 
 #[server(unix_stream, threading)]
 struct Echo;
@@ -29,10 +29,7 @@ impl StreamHandler<Unix> for Echo {
     }
 
     fn handle(&self, req: &mut StreamRequest<'_, Unix>) -> io::Result<()> {
-        support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, |line, out| {
-            out.write_all(line)?;
-            Ok(Next::Continue)
-        })
+        support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, support::echo)
     }
 }
 
@@ -47,15 +44,5 @@ const SPEC: support::Spec = support::Spec {
 };
 
 fn main() -> ExitCode {
-    support::report(run())
-}
-
-fn run() -> io::Result<()> {
-    let stopper = support::start()?;
-    let args = support::parse_args(&SPEC);
-    let server = Echo.bind(args.bind.as_str())?;
-    support::announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    support::run(&SPEC, |args| Echo.bind(args.bind.as_str()))
 }

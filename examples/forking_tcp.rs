@@ -57,15 +57,7 @@ const SPEC: support::Spec = support::Spec {
 };
 
 fn main() -> ExitCode {
-    support::report(run())
-}
-
-fn run() -> io::Result<()> {
-    let stopper = support::start()?;
-    let args = support::parse_args(&SPEC);
-    let server = PerProcess.bind_with(args.bind.as_str(), args.server_options(PerProcess::OPTIONS))?;
-    support::announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    support::run(&SPEC, |args| {
+        PerProcess.bind_with(args.bind.as_str(), args.server_options(PerProcess::OPTIONS))
+    })
 }

@@ -205,16 +205,10 @@ fn run() -> io::Result<()> {
     if args.flag("forking") {
         let options = args.server_options(ForkingKv::OPTIONS);
         let server = ForkingKv::default().bind_with(args.bind.as_str(), options)?;
-        support::announce(server.server_address());
-        let handle = server.shutdown_handle();
-        stopper.on_stop(move || handle.shutdown());
-        server.serve_forever()
+        support::serve(server, stopper)
     } else {
         let options = args.server_options(SharedKv::OPTIONS);
         let server = SharedKv::default().bind_with(args.bind.as_str(), options)?;
-        support::announce(server.server_address());
-        let handle = server.shutdown_handle();
-        stopper.on_stop(move || handle.shutdown());
-        server.serve_forever()
+        support::serve(server, stopper)
     }
 }

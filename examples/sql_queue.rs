@@ -266,8 +266,5 @@ fn run() -> io::Result<()> {
     let options = Options::DEFAULT.poll_interval(Duration::from_millis(100));
     let queue = SqlQueue::open(path, &options)?;
     let server = Server::<SqlQueue, Synchronous, Worker>::from_transport(queue, Worker, options)?;
-    support::announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    support::serve(server, stopper)
 }

@@ -39,7 +39,9 @@ mod support;
 
 mod files;
 // The parser's whole API is exercised by its tests and a fuzz target, not all by the server.
-#[allow(dead_code)]
+// It includes support's line reader by path itself, to stay free of `support` for the fuzz
+// targets: that module is compiled twice here.
+#[allow(dead_code, clippy::duplicate_mod)]
 mod parse;
 
 use std::fs::{self, File};
@@ -279,30 +281,22 @@ const SPEC: support::Spec = support::Spec {
 };
 
 fn main() -> ExitCode {
-    support::report(run())
-}
-
-fn run() -> io::Result<()> {
-    let stopper = support::start()?;
-    let args = support::parse_args(&SPEC);
-    let directory = args.value("directory").unwrap_or(".");
-    let root = match fs::canonicalize(directory) {
-        Ok(root) if root.is_dir() => root,
-        Ok(_) => {
-            log::error!("--directory {directory}: not a directory");
-            std::process::exit(2);
-        }
-        Err(e) => {
-            log::error!("--directory {directory}: {e}");
-            std::process::exit(2);
-        }
-    };
-    log::info!("serving {}", root.display());
-    let show_hidden = args.flag("show-hidden");
-    let server = FileServer { root, show_hidden }
-        .bind_with(args.bind.as_str(), args.server_options(FileServer::OPTIONS))?;
-    support::announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    support::run(&SPEC, |args| {
+        let directory = args.value("directory").unwrap_or(".");
+        let root = match fs::canonicalize(directory) {
+            Ok(root) if root.is_dir() => root,
+            Ok(_) => {
+                log::error!("--directory {directory}: not a directory");
+                std::process::exit(2);
+            }
+            Err(e) => {
+                log::error!("--directory {directory}: {e}");
+                std::process::exit(2);
+            }
+        };
+        log::info!("serving {}", root.display());
+        let show_hidden = args.flag("show-hidden");
+        FileServer { root, show_hidden }
+            .bind_with(args.bind.as_str(), args.server_options(FileServer::OPTIONS))
+    })
 }

@@ -3,6 +3,8 @@
 //! This module depends on `std` only (no sockserve), so a fuzz target can include it with
 //! `#[path = ".../examples/http_server/parse.rs"] mod parse;` and feed it arbitrary bytes:
 //! `read_request(&mut &data[..], &LIMITS)` and `parse_target(..)` never panic, whatever the input.
+//! Its lines are read with the gallery's bounded line reader, `../support/lines.rs`, which
+//! depends on `std` only too.
 //!
 //! What it accepts (RFC 9112, strictly where it matters for safety):
 //! - request line `METHOD SP request-target SP HTTP/x.y`, ending in CRLF or a bare LF; up to 8
@@ -20,6 +22,10 @@
 
 use std::fmt;
 use std::io::{self, BufRead};
+
+// The gallery's bounded line reader, `std` only as this module.
+#[path = "../support/lines.rs"]
+mod lines;
 
 /// Size limits applied while reading a request head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,43 +169,23 @@ enum Line {
 /// Reads one line ending in LF (an optional CR before it is removed) into `line`, holding at
 /// most `max` bytes of content. Never reads past the limit, so never buffers unbounded input.
 fn read_line<R: BufRead + ?Sized>(r: &mut R, max: usize, line: &mut Vec<u8>) -> io::Result<Line> {
-    line.clear();
-    // Room for the content plus CR LF; `line.len() < max + 2` holds at the top of the loop.
-    let cap = max.saturating_add(2);
-    loop {
-        let available = match r.fill_buf() {
-            Ok(available) => available,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok(if line.is_empty() {
-                Line::Eof
-            } else {
-                Line::Truncated
-            });
-        }
-        let room = cap - line.len();
-        let window = &available[..available.len().min(room)];
-        if let Some(end) = window.iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(&window[..end]);
-            r.consume(end + 1);
+    // Room for the content plus CR LF.
+    Ok(match lines::read_line(r, max.saturating_add(2), line)? {
+        lines::Line::Eof => Line::Eof,
+        lines::Line::TooLong => Line::TooLong,
+        lines::Line::Complete if line.last() != Some(&b'\n') => Line::Truncated,
+        lines::Line::Complete => {
+            line.pop();
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            return Ok(if line.len() > max {
+            if line.len() > max {
                 Line::TooLong
             } else {
                 Line::Complete
-            });
+            }
         }
-        let taken = window.len();
-        line.extend_from_slice(window);
-        r.consume(taken);
-        if line.len() >= cap {
-            return Ok(Line::TooLong);
-        }
-    }
+    })
 }
 
 /// `tchar` of RFC 9110 section 5.6.2: the characters of a method or a header name.

@@ -3,7 +3,13 @@
 //!
 //! Included by each example with `#[path = "support/mod.rs"] mod support;` (`"../support/mod.rs"`
 //! from `examples/http_server/main.rs`). It lives in `examples/support/mod.rs`, a path cargo does
-//! not take for an example of its own.
+//! not take for an example of its own. Its bounded line reader is in `lines.rs` beside it, which
+//! depends on `std` only: `http_server`'s parser, which fuzz targets include by path, includes it
+//! too.
+//!
+//! An example that runs one server has for its whole `main`
+//! `support::run(&SPEC, |args| Handler.bind(args.bind.as_str()))`: [`run`] sets up the process,
+//! parses the command line and [`serve`]s what the closure binds.
 //!
 //! The contract each example keeps:
 //! - `--bind ADDR` (host:port for TCP/UDP, a path for Unix sockets), a loopback default, port 0
@@ -27,12 +33,20 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
+use sockserve::concurrency::Concurrency;
+use sockserve::transport::Transport;
+use sockserve::Server;
+
+mod lines;
+
+pub use lines::{read_line, Line};
 
 /// How often a blocked read wakes up to look at the stop flag.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -301,15 +315,15 @@ pub fn stopping() -> bool {
 }
 
 /// Turns `main`'s result into the exit status, logging an error (to stderr) first.
-pub fn report(result: io::Result<()>) -> std::process::ExitCode {
+pub fn report(result: io::Result<()>) -> ExitCode {
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // In case the error came before `start` set up logging.
             let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
                 .try_init();
             log::error!("{e}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
@@ -353,6 +367,29 @@ impl Stopper {
             }
         });
     }
+}
+
+/// Serves `server` until a stop: prints its `listening on ADDR` line, lets the first
+/// SIGTERM/SIGINT shut it down ([`Stopper::on_stop`]), and runs `serve_forever`.
+pub fn serve<T: Transport, C: Concurrency, H>(server: Server<T, C, H>, stopper: Stopper) -> io::Result<()> {
+    announce(server.server_address());
+    let handle = server.shutdown_handle();
+    stopper.on_stop(move || handle.shutdown());
+    server.serve_forever()
+}
+
+/// The whole `main` of an example that runs one server: sets up the process ([`start`]),
+/// parses the command line ([`parse_args`]), makes the server with `bind` and [`serve`]s it.
+/// An error (from `bind`, say) is logged and the exit status is 1 ([`report`]).
+pub fn run<T: Transport, C: Concurrency, H>(
+    spec: &Spec,
+    bind: impl FnOnce(&Args) -> io::Result<Server<T, C, H>>,
+) -> ExitCode {
+    let served = start().and_then(|stopper| {
+        let args = parse_args(spec);
+        serve(bind(&args)?, stopper)
+    });
+    report(served)
 }
 
 /// Stream sockets the examples read from: set up for [`Patient`] reads.
@@ -470,50 +507,6 @@ impl<R: BufRead> Read for Patient<R> {
     }
 }
 
-/// The outcome of [`read_line`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Line {
-    /// A line, ending in `\n` unless the input ended without one.
-    Complete,
-    /// End of input, nothing read.
-    Eof,
-    /// More than the limit without a newline; the bytes read so far are in the buffer.
-    TooLong,
-}
-
-/// Reads one line (up to and including `\n`) into `line`, at most `max` bytes: never buffers
-/// more than that, whatever the client sends.
-pub fn read_line<R: BufRead + ?Sized>(r: &mut R, max: usize, line: &mut Vec<u8>) -> io::Result<Line> {
-    line.clear();
-    loop {
-        let available = match r.fill_buf() {
-            Ok(available) => available,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok(if line.is_empty() {
-                Line::Eof
-            } else {
-                Line::Complete
-            });
-        }
-        let room = max - line.len();
-        let window = &available[..available.len().min(room)];
-        if let Some(end) = window.iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(&window[..=end]);
-            r.consume(end + 1);
-            return Ok(Line::Complete);
-        }
-        let taken = window.len();
-        line.extend_from_slice(window);
-        r.consume(taken);
-        if line.len() >= max {
-            return Ok(Line::TooLong);
-        }
-    }
-}
-
 /// What a line protocol wants after answering a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -521,6 +514,12 @@ pub enum Next {
     Continue,
     /// Close the connection (the client said goodbye).
     Close,
+}
+
+/// The answer of a line echo, for [`serve_lines`]: the line goes back unchanged.
+pub fn echo<W: Write>(line: &[u8], out: &mut W) -> io::Result<Next> {
+    out.write_all(line)?;
+    Ok(Next::Continue)
 }
 
 /// Serves a line protocol on one connection: reads lines of at most [`MAX_LINE`] bytes through

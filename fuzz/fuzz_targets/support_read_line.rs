@@ -1,5 +1,6 @@
-//! The bounded line reader every line-protocol example uses (`read_line` of
-//! `examples/support/mod.rs`), on arbitrary bytes and limits.
+//! The bounded line reader of the example gallery (`read_line` of `examples/support/lines.rs`,
+//! which every line-protocol example uses through `support` and `http_server`'s parser
+//! directly), on arbitrary bytes and limits.
 //!
 //! Reading the whole input line by line must:
 //! - give back exactly the input, in order (nothing lost, nothing repeated);
@@ -13,11 +14,10 @@ use std::io::{BufRead, BufReader};
 
 use libfuzzer_sys::fuzz_target;
 
-// The module allows its own dead code.
-#[path = "../../examples/support/mod.rs"]
-mod support;
+#[path = "../../examples/support/lines.rs"]
+mod reader;
 
-use support::{read_line, Line};
+use reader::{read_line, Line};
 
 fn lines<R: BufRead>(mut r: R, max: usize, limit: usize) -> Vec<(Line, Vec<u8>)> {
     let mut out = Vec::new();
