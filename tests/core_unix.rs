@@ -6,6 +6,7 @@ mod util;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram as StdDatagram, UnixListener, UnixStream as StdStream};
+use std::thread;
 use std::time::Duration;
 
 use sockserve::prelude::*;
@@ -178,4 +179,87 @@ fn unix_datagram_stale_file_replaced_and_removed_on_close() {
     assert_eq!(&buf[..n], b"ping");
     drop(running);
     assert!(!path.exists());
+}
+
+/// The device and inode of a file: which file a path names now.
+fn file_id(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.dev(), meta.ino())
+}
+
+#[test]
+fn a_socket_bound_but_not_listening_yet_is_never_removed() {
+    let dir = TempDir::new("unix");
+    let path = dir.path("binding.sock");
+    // Another server between bind and listen (a plain socket, and one of ours made unbound).
+    let other = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    other.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    let before = file_id(&path);
+    let err = UnixStreamServer::with_options(&path, Echo, fast()).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    assert_eq!(file_id(&path), before, "the other server's file is still there");
+    drop(other);
+
+    let path = dir.path("unbound.sock");
+    let mut first = UnixStreamServer::unbound(&path, Echo, fast()).unwrap();
+    first.server_bind().unwrap();
+    let before = file_id(&path);
+    let err = UnixStreamServer::with_options(&path, Echo, fast()).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    assert_eq!(file_id(&path), before);
+    first.server_activate().unwrap();
+    assert!(
+        StdStream::connect(&path).is_ok(),
+        "the first server listens on its own file"
+    );
+}
+
+#[test]
+fn the_stale_check_does_not_connect_to_a_live_server() {
+    let dir = TempDir::new("unix");
+    let path = dir.path("live.sock");
+    let live = UnixListener::bind(&path).unwrap();
+    live.set_nonblocking(true).unwrap();
+    let err = UnixStreamServer::with_options(&path, Echo, fast()).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    let probe = live.accept();
+    assert!(
+        matches!(&probe, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        "the live server was sent a probe connection: {probe:?}"
+    );
+}
+
+#[test]
+fn servers_racing_for_one_path_never_remove_each_others_file() {
+    let dir = TempDir::new("unix");
+    let path = dir.path("race.sock");
+    for round in 0..50 {
+        // A stale file to race over.
+        drop(UnixListener::bind(&path).unwrap());
+        let results: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                thread::spawn(move || {
+                    let mut server = UnixStreamServer::unbound(&path, Echo, fast()).unwrap();
+                    let bound = server.server_bind();
+                    bound.map(|()| (server, file_id(&path)))
+                })
+            })
+            .map(|t| t.join().unwrap())
+            .collect();
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one server binds");
+        assert_eq!(
+            file_id(&path),
+            winners[0].1,
+            "round {round}: its file is the one at the path"
+        );
+        for r in &results {
+            if let Err(e) = r {
+                assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "round {round}: {e}");
+            }
+        }
+        drop(results);
+    }
 }

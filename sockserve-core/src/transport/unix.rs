@@ -2,11 +2,14 @@
 //!
 //! # Socket files
 //! A server bound to a path creates a socket file there. sockserve's policy:
-//! - before bind, if the path is a socket file that nobody is listening on (a connection to
-//!   it is refused: its server died without removing it), it is removed when
-//!   [`Options::remove_stale_socket`] is set (the default). A socket another server is
-//!   listening on is never removed (bind fails with `AddrInUse`), nor is a file that is not a
-//!   socket (bind fails with `AlreadyExists`);
+//! - before bind, if the path is a socket file that no socket is bound to (its server died
+//!   without removing it), it is removed when [`Options::remove_stale_socket`] is set (the
+//!   default). A socket another server is bound to, listening or not yet, is never removed
+//!   (bind fails with `AddrInUse`), nor is a file that is not a socket (`AlreadyExists`).
+//!   The check, the removal and the bind happen under an exclusive `flock` of the directory,
+//!   and the check reads `/proc/net/unix` instead of connecting, so a live server sees no
+//!   probe connection (one is tried only for a socket listed under another spelling of the
+//!   path);
 //! - after bind, the file gets [`Options::socket_mode`] if set;
 //! - `server_close` removes the file it created, and only that file: if the path was replaced
 //!   since, it is left alone.
@@ -156,7 +159,32 @@ impl SocketFile {
     }
 }
 
+/// Whether a socket of this system (listening or merely bound) has `path` as its name, as
+/// `/proc/net/unix` lists them. `None` when the list cannot be read.
+fn bound_in_proc(path: &Path) -> Option<bool> {
+    let list = fs::read_to_string("/proc/net/unix").ok()?;
+    let absolute = std::env::current_dir().ok().map(|cwd| cwd.join(path));
+    let names = [Some(path), absolute.as_deref()];
+    // Num RefCount Protocol Flags Type St Inode Path: the path is the rest of the line.
+    Some(list.lines().skip(1).any(|line| {
+        let mut rest = line;
+        for _ in 0..7 {
+            rest = rest.trim_start();
+            rest = rest.find(' ').map_or("", |at| &rest[at..]);
+        }
+        let name = Path::new(rest.trim());
+        !rest.trim().is_empty() && names.iter().flatten().any(|n| *n == name)
+    }))
+}
+
 /// Applies the stale-socket policy to `path` before binding a socket of type `ty` there.
+/// The caller holds the directory lock (see [`bind_unix`]).
+///
+/// A socket file is stale when no socket has it as its name: none is listed under that path
+/// in `/proc/net/unix` (which also lists sockets bound but not listening yet, so a server
+/// between `server_bind` and `server_activate` is not mistaken for a dead one), and, for a
+/// name spelled differently there, a connection to it is refused. The connection is tried
+/// only in that second case, so a live server listed under the path never sees a probe.
 fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -172,6 +200,15 @@ fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
             ),
         ));
     }
+    let in_use = || {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another server is bound to {}", path.display()),
+        )
+    };
+    if bound_in_proc(path) == Some(true) {
+        return Err(in_use());
+    }
     let probe = Socket::new(Domain::UNIX, ty, None)?;
     probe.set_nonblocking(true)?;
     match probe.connect(&SockAddr::unix(path)?) {
@@ -184,11 +221,21 @@ fn clear_stale_socket(path: &Path, ty: Type) -> io::Result<()> {
         }
         // Connected, or a full backlog (EAGAIN), or a live socket of another type (EPROTOTYPE):
         // somebody is there.
-        _ => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("another server is listening on {}", path.display()),
-        )),
+        _ => Err(in_use()),
     }
+}
+
+/// Holds an exclusive lock on the directory of `path` (`flock`), so that two servers (of
+/// this or another process) binding there check, remove and bind one after the other: one
+/// can never remove the file another has just bound. Released when dropped.
+fn lock_directory(path: &Path) -> io::Result<fs::File> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let dir = fs::File::open(dir)?;
+    dir.lock()?;
+    Ok(dir)
 }
 
 fn bind_unix(
@@ -201,9 +248,15 @@ fn bind_unix(
         socket.bind(&address.to_sockaddr()?)?;
         return Ok(None);
     };
-    if options.remove_stale_socket {
+    // Check, remove and bind under the directory lock; once bound, the socket is listed in
+    // /proc/net/unix, so the next server's check sees it even before it listens.
+    let _lock = if options.remove_stale_socket {
+        let lock = lock_directory(path)?;
         clear_stale_socket(path, ty)?;
-    }
+        Some(lock)
+    } else {
+        None
+    };
     socket.bind(&address.to_sockaddr()?)?;
     let meta = fs::symlink_metadata(path)?;
     let file = SocketFile {
