@@ -248,7 +248,7 @@ fn duration(nanos: u64, span: Span) -> TokenStream {
         ("from_nanos", 1),
     ]
     .into_iter()
-    .find(|(_, unit)| nanos % unit == 0)
+    .find(|(_, unit)| nanos.is_multiple_of(*unit))
     .map(|(name, unit)| (name, nanos / unit))
     .expect("every duration is a whole number of nanoseconds");
     let constructor = Ident::new(constructor, span);
