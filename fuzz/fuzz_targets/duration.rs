@@ -64,7 +64,7 @@ fn model(text: &str) -> Result<u64, Error> {
         fraction_value = fraction_value * 10 + u128::from(b - b'0');
     }
     let scale = 10u128.pow(f as u32);
-    if (fraction_value * unit) % scale != 0 {
+    if !(fraction_value * unit).is_multiple_of(scale) {
         return Err(Error::TooPrecise);
     }
     if numerator >= cap {
