@@ -133,3 +133,75 @@ fn a_custom_transport_works_with_threading_and_handle_request() {
     server.handle_request().unwrap();
     assert!(eventually(LIMIT, || *server.handler().done.lock().unwrap() == [7]));
 }
+
+/// A queue whose `get_request` panics on job 666 (a bug in a custom transport).
+#[derive(Clone, Default)]
+struct Buggy(Queue);
+
+impl Transport for Buggy {
+    type Request = u32;
+    type Address = JobId;
+    type ServerAddress = String;
+    type BindAddress = Buggy;
+    type Kind = BaseKind;
+
+    fn open(address: Buggy, _options: &Options) -> io::Result<Self> {
+        Ok(address)
+    }
+    fn server_bind(&mut self, _options: &Options) -> io::Result<()> {
+        Ok(())
+    }
+    fn server_activate(&mut self, _options: &Options) -> io::Result<()> {
+        Ok(())
+    }
+    fn server_address(&self) -> String {
+        "buggy queue".into()
+    }
+    fn fileno(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    fn get_request(&self) -> io::Result<Option<(u32, JobId)>> {
+        match self.0.get_request()? {
+            Some((666, _)) => panic!("get_request bug on job 666"),
+            other => Ok(other),
+        }
+    }
+}
+
+impl RequestHandler<Buggy> for Worker {
+    fn handle(&self, req: &mut BaseRequest<'_, Buggy>) -> io::Result<()> {
+        self.done.lock().unwrap().push(*req.request);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panic_in_get_request_backs_off_and_the_loop_goes_on() {
+    let queue = Queue::default();
+    let options = Options::DEFAULT.poll_interval(Duration::from_millis(10));
+    let server: Server<Buggy, Synchronous, Worker> =
+        Server::from_transport(Buggy(queue.clone()), Worker::default(), options).unwrap();
+    let running = Running::start(server);
+    for job in [1, 666, 2] {
+        queue.push(job);
+    }
+    let handler = running.server.handler();
+    assert!(eventually(LIMIT, || handler.done.lock().unwrap().len() == 2));
+    assert_eq!(*handler.done.lock().unwrap(), [1, 2]);
+    assert!(!running.is_finished(), "serve_forever is still serving");
+    let (result, _) = running.stop();
+    result.unwrap();
+}
+
+#[test]
+fn a_huge_timeout_means_no_timeout() {
+    let queue = Queue::default();
+    let options = Options::DEFAULT
+        .poll_interval(Duration::from_millis(10))
+        .timeout(Some(Duration::MAX));
+    let server: Server<Queue, Synchronous, Worker> =
+        Server::from_transport(queue.clone(), Worker::default(), options).unwrap();
+    queue.push(5);
+    server.handle_request().unwrap();
+    assert_eq!(*server.handler().done.lock().unwrap(), [5]);
+}

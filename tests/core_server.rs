@@ -443,3 +443,77 @@ fn server_close_works_on_a_server_shared_with_its_serving_thread() {
     let (result, _server) = running.stop();
     result.unwrap();
 }
+
+#[test]
+fn invalid_options_are_refused_when_a_server_is_made() {
+    let cases = [
+        (
+            fast().connection_timeout(Some(Duration::ZERO)),
+            "connection_timeout",
+        ),
+        (fast().max_threads(Some(0)), "max_threads"),
+        (fast().max_children(0), "max_children"),
+        (fast().request_queue_size(0), "request_queue_size"),
+    ];
+    for (options, field) in cases {
+        let err = ThreadingTcpServer::with_options("127.0.0.1:0", Probe::default(), options).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains(field), "{err}");
+    }
+}
+
+/// Two `shutdown()` calls racing with the end of `serve_forever`: a `serve_forever` that
+/// returns without serving is explained by `is_shutdown_requested()` (a pending shutdown, as
+/// in Python), never by a stray wake-up.
+#[test]
+fn racing_shutdowns_leave_no_unexplained_wake_up() {
+    let server = Arc::new(TcpServer::with_options("127.0.0.1:0", Probe::default(), fast()).unwrap());
+    let addr = server.server_address();
+    let serve = |server: &Arc<TcpServer<Probe>>| {
+        let server = Arc::clone(server);
+        thread::spawn(move || server.serve_forever())
+    };
+    for round in 0..100 {
+        let serving = serve(&server);
+        // Race with the end of a loop that is serving.
+        assert!(eventually(LIMIT, || !server.is_shutdown_requested()));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let handle = server.shutdown_handle();
+                thread::spawn(move || handle.shutdown())
+            })
+            .collect();
+        for racer in racers {
+            racer.join().unwrap();
+        }
+        serving.join().unwrap().unwrap();
+        let requested = server.is_shutdown_requested();
+        let serving = serve(&server);
+        let mut conn = connect(addr);
+        conn.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        conn.write_all(b"ping\n").unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        // The probe answers the first line with itself.
+        if conn.read_to_string(&mut reply).is_ok() && reply.starts_with("ping\n") {
+            server.shutdown();
+            serving.join().unwrap().unwrap();
+            continue;
+        }
+        // Not served: serve_forever returned at once, which only a pending shutdown explains.
+        assert!(serving.is_finished() || eventually(LIMIT, || serving.is_finished()));
+        serving.join().unwrap().unwrap();
+        assert!(
+            requested,
+            "round {round}: serve_forever returned without a shutdown requested"
+        );
+        // The pending shutdown was used up: the next serve_forever serves the waiting client.
+        let serving = serve(&server);
+        conn.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut rest = String::new();
+        conn.read_to_string(&mut rest).unwrap();
+        assert!((reply + &rest).starts_with("ping\n"));
+        server.shutdown();
+        serving.join().unwrap().unwrap();
+    }
+}

@@ -20,6 +20,9 @@
 //! ([`TcpServer`], [`ThreadingUdpServer`], [`ForkingUnixStreamServer`], ...). A stream
 //! handler on a datagram transport, or the reverse, does not compile.
 //!
+//! **Platform:** Linux only (eventfd, `waitid`, `/proc`, abstract Unix names); other systems
+//! get a compile error that says so.
+//!
 //! # Which one to pick
 //! Synchronous servers suit short requests and datagram services: one slow client holds
 //! up everyone else. Threading suits connections that stay open; the handler is shared by
@@ -67,6 +70,12 @@
 //! ```
 
 #![warn(missing_docs)]
+
+// sockserve uses Linux interfaces throughout (eventfd, waitid, abstract Unix names,
+// /proc/net/unix, SO_OOBINLINE inheritance, MSG_TRUNC on receive): it says so at build time
+// rather than failing somewhere inside on another system.
+#[cfg(not(target_os = "linux"))]
+compile_error!("sockserve supports Linux only (it uses eventfd, waitid, /proc and abstract Unix sockets)");
 
 pub mod concurrency;
 mod context;

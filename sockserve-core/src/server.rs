@@ -158,6 +158,13 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
         self.core.context.control.shutdown()
     }
 
+    /// Whether a shutdown has been asked for: from `shutdown()` (here, in another thread or in
+    /// a forked child) until the next `serve_forever` starts. A `serve_forever` started while
+    /// it is pending returns at once, as Python's does.
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.core.context.is_shutdown_requested()
+    }
+
     /// A handle that calls [`shutdown`](Server::shutdown) from elsewhere (a signal thread,
     /// say).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
