@@ -18,9 +18,10 @@
 //!   and bytes), stores the result and marks the row `done`, then prints
 //!   `processed job ID: RESULT`.
 //!
-//! The `#[server]` DSL knows the four socket transports only, so this example builds its server
-//! with core directly: `Server::<SqlQueue, Synchronous, Worker>::from_transport(..)`. Everything
-//! else (signals, `listening on`, graceful stop) is as in the other examples.
+//! The worker is declared with `#[server(transport = SqlQueue, poll_interval = "100ms")]`: a
+//! custom transport type in place of a transport word. `Worker.bind(path)` opens the queue
+//! through `Transport::open`, like any other server. Everything else (signals, `listening on`,
+//! graceful stop) is as in the other examples.
 //!
 //! The database is an embedded SQLite file (bundled with rusqlite: no database server), created
 //! with its table on first use. It is the transport's bind address: `--db PATH` (or `--bind
@@ -45,9 +46,8 @@ use std::time::Duration;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
-use sockserve::concurrency::Synchronous;
-use sockserve::transport::{BaseKind, Transport};
-use sockserve::{BaseRequest, Options, RequestHandler, Server};
+use sockserve::transport::{BaseKind, ToAddress, Transport};
+use sockserve::{server, BaseRequest, Declared, Options, RequestHandler};
 
 /// The table, created on first use.
 const SCHEMA: &str = "
@@ -101,6 +101,13 @@ impl fmt::Display for JobId {
 #[derive(Clone, Debug)]
 struct DbPath(PathBuf);
 
+/// What `Worker.bind(..)` takes: a path to the database file.
+impl ToAddress<DbPath> for PathBuf {
+    fn to_address(self) -> io::Result<DbPath> {
+        Ok(DbPath(self))
+    }
+}
+
 impl fmt::Display for DbPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.display())
@@ -135,10 +142,10 @@ impl Transport for SqlQueue {
     type Request = Job;
     type Address = JobId;
     type ServerAddress = DbPath;
-    type BindAddress = PathBuf;
+    type BindAddress = DbPath;
     type Kind = BaseKind;
 
-    fn open(path: PathBuf, _options: &Options) -> io::Result<Self> {
+    fn open(DbPath(path): DbPath, _options: &Options) -> io::Result<Self> {
         let db = open_db(&path).map_err(sql_error)?;
         Ok(SqlQueue {
             path,
@@ -192,6 +199,7 @@ impl Transport for SqlQueue {
 }
 
 /// Processes jobs: counts words and bytes, marks the row done.
+#[server(transport = SqlQueue, poll_interval = "100ms")]
 struct Worker;
 
 impl Worker {
@@ -263,8 +271,6 @@ fn run() -> io::Result<()> {
         return Ok(());
     }
 
-    let options = Options::DEFAULT.poll_interval(Duration::from_millis(100));
-    let queue = SqlQueue::open(path, &options)?;
-    let server = Server::<SqlQueue, Synchronous, Worker>::from_transport(queue, Worker, options)?;
+    let server: WorkerServer = Worker.bind(path)?;
     support::serve(server, stopper)
 }

@@ -89,4 +89,9 @@ pub(crate) struct Server<'a> {
     pub name: Ident,
     /// The `Options` fields set by the attribute, in source order.
     pub options: Vec<OptionValue>,
+    /// `transport = Type`: the custom transport type (then `transport.def` is
+    /// [`CUSTOM_TRANSPORT`](crate::table::CUSTOM_TRANSPORT)).
+    pub custom_transport: Option<syn::Type>,
+    /// `crate = "path"`: where generated code finds sockserve (`::sockserve` when `None`).
+    pub krate: Option<syn::Path>,
 }

@@ -26,6 +26,8 @@ pub(crate) fn key_table() -> String {
             ValueKind::Int { min, .. } => format!("integer ≥ {min}"),
             ValueKind::Mode => "octal mode ≤ `0o777`".to_string(),
             ValueKind::TypeName => "string: a type name".to_string(),
+            ValueKind::CratePath => "string: a path".to_string(),
+            ValueKind::TransportType => "a type path".to_string(),
         };
         let default = if key.default.starts_with("none") || key.default.contains('`') {
             key.default.to_string()

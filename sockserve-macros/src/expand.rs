@@ -9,7 +9,7 @@ use crate::ast::{ConstValue, Input, OptionValue, Server};
 use crate::table::ValueKind;
 use crate::valid;
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{parse_quote, GenericParam, Generics};
 
 /// The whole macro: parse, validate, generate. On error the item is emitted
@@ -88,19 +88,45 @@ pub(crate) fn generate(server: &Server) -> TokenStream {
 /// with core's message.
 fn construct(server: &Server) -> TokenStream {
     let span = server.transport.span;
-    quote_spanned!(span=> ::sockserve::Server::unbound(address, self, options))
+    let root = root_at(server, span);
+    quote_spanned!(span=> #root::Server::unbound(address, self, options))
 }
 
-/// `::sockserve::transport::Tcp`.
+/// Where generated code finds sockserve: `::sockserve`, or the `crate = "..."` path.
+fn root(server: &Server) -> TokenStream {
+    root_at(server, Span::call_site())
+}
+
+/// [`root`], its tokens spanned at `span` (so an error in the path's call points there).
+fn root_at(server: &Server, span: Span) -> TokenStream {
+    match &server.krate {
+        Some(path) => path
+            .to_token_stream()
+            .into_iter()
+            .map(|mut tree| {
+                tree.set_span(tree.span().located_at(span));
+                tree
+            })
+            .collect(),
+        None => quote_spanned!(span=> ::sockserve),
+    }
+}
+
+/// `::sockserve::transport::Tcp`, or the custom transport type.
 fn transport_path(server: &Server) -> TokenStream {
+    if let Some(ty) = &server.custom_transport {
+        return quote!(#ty);
+    }
+    let root = root(server);
     let ty = Ident::new(server.transport.def.ty, Span::call_site());
-    quote!(::sockserve::transport::#ty)
+    quote!(#root::transport::#ty)
 }
 
 /// `::sockserve::concurrency::Threading`.
 fn concurrency_path(server: &Server) -> TokenStream {
+    let root = root(server);
     let ty = Ident::new(server.concurrency.def.ty, Span::call_site());
-    quote!(::sockserve::concurrency::#ty)
+    quote!(#root::concurrency::#ty)
 }
 
 /// `<vis> type EchoServer<T> = ::sockserve::ThreadingTcpServer<Echo<T>>;`
@@ -113,14 +139,15 @@ fn alias(server: &Server) -> TokenStream {
     let params = alias_params(&item.generics);
     let handler = quote!(#ident #ty_generics);
     let (transport, concurrency) = (server.transport.def, server.concurrency.def);
+    let root = root(server);
     let target = match concurrency.alias_prefix {
-        Some(prefix) => {
+        Some(prefix) if server.custom_transport.is_none() => {
             let alias = format_ident!("{}{}Server", prefix, transport.alias_stem);
-            quote!(::sockserve::#alias<#handler>)
+            quote!(#root::#alias<#handler>)
         }
-        None => {
+        _ => {
             let (t, c) = (transport_path(server), concurrency_path(server));
-            quote!(::sockserve::Server<#t, #c, #handler>)
+            quote!(#root::Server<#t, #c, #handler>)
         }
     };
     let doc = format!(
@@ -166,6 +193,7 @@ fn alias_params(generics: &Generics) -> TokenStream {
 fn declared(server: &Server, body: TokenStream) -> TokenStream {
     let item = server.item;
     let ident = &item.ident;
+    let root = root(server);
     let transport = transport_path(server);
     let concurrency = concurrency_path(server);
     // `Declared: 'static`: a generic handler is declared for its `'static` instances, and
@@ -177,27 +205,26 @@ fn declared(server: &Server, body: TokenStream) -> TokenStream {
         let predicates = &mut generics.make_where_clause().predicates;
         predicates.push(parse_quote!(#handler: 'static));
         predicates.push(parse_quote!(
-            <#transport as ::sockserve::transport::Transport>::Kind: ::sockserve::Dispatch<#transport, #handler>
+            <#transport as #root::transport::Transport>::Kind: #root::Dispatch<#transport, #handler>
         ));
-        predicates
-            .push(parse_quote!(#concurrency: ::sockserve::concurrency::ProcessRequest<#transport, #handler>));
+        predicates.push(parse_quote!(#concurrency: #root::concurrency::ProcessRequest<#transport, #handler>));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let options = options(&server.options);
+    let options = options(&root, &server.options);
     quote! {
         #[automatically_derived]
-        impl #impl_generics ::sockserve::Declared for #ident #ty_generics #where_clause {
+        impl #impl_generics #root::Declared for #ident #ty_generics #where_clause {
             type Transport = #transport;
             type Concurrency = #concurrency;
-            const OPTIONS: ::sockserve::Options = #options;
+            const OPTIONS: #root::Options = #options;
 
             fn unbound_with<A>(
                 self,
                 address: A,
-                options: ::sockserve::Options,
-            ) -> ::core::result::Result<::sockserve::Server<#transport, #concurrency, Self>, ::std::io::Error>
+                options: #root::Options,
+            ) -> ::core::result::Result<#root::Server<#transport, #concurrency, Self>, ::std::io::Error>
             where
-                A: ::sockserve::transport::ToAddress<<#transport as ::sockserve::transport::Transport>::BindAddress>,
+                A: #root::transport::ToAddress<<#transport as #root::transport::Transport>::BindAddress>,
             {
                 #body
             }
@@ -207,13 +234,13 @@ fn declared(server: &Server, body: TokenStream) -> TokenStream {
 
 /// `::sockserve::Options::DEFAULT.key(value)...`: core's `const` setters, so the options
 /// can grow without breaking declared servers.
-fn options(options: &[OptionValue]) -> TokenStream {
+fn options(root: &TokenStream, options: &[OptionValue]) -> TokenStream {
     let setters = options.iter().map(|option| {
         let field = &option.ident;
         let value = value(option);
         quote!(.#field(#value))
     });
-    quote!(::sockserve::Options::DEFAULT #(#setters)*)
+    quote!(#root::Options::DEFAULT #(#setters)*)
 }
 
 /// One field value, as a constant expression spanned on the value as written.
@@ -230,7 +257,7 @@ fn value(option: &OptionValue) -> TokenStream {
     let optional = match option.key.kind {
         ValueKind::Duration { optional, .. } | ValueKind::Int { optional, .. } => optional,
         ValueKind::Mode => true,
-        ValueKind::Bool | ValueKind::TypeName => false,
+        ValueKind::Bool | ValueKind::TypeName | ValueKind::CratePath | ValueKind::TransportType => false,
     };
     if optional {
         quote_spanned!(span=> ::core::option::Option::Some(#value))
@@ -470,6 +497,38 @@ mod tests {
             type HServer = ::sockserve::Server<::sockserve::transport::Tcp, ::sockserve::concurrency::ThreadPool, H>;
         };
         assert!(got.contains(&want.to_string()), "{got}");
+    }
+
+    #[test]
+    fn a_crate_path_replaces_every_sockserve_path() {
+        let got = expand(
+            quote!(tcp, threading, crate = "ss", timeout = "1s"),
+            quote!(
+                struct H;
+            ),
+        );
+        assert!(!got.contains(":: sockserve"), "{got}");
+        assert!(
+            got.contains("type HServer = ss :: ThreadingTcpServer < H >"),
+            "{got}"
+        );
+        assert!(got.contains("impl ss :: Declared for H"), "{got}");
+        assert!(got.contains("ss :: Options :: DEFAULT . timeout"), "{got}");
+    }
+
+    #[test]
+    fn a_custom_transport_names_server_directly() {
+        let got = expand(
+            quote!(transport = jobs::Queue, threading),
+            quote!(
+                struct H;
+            ),
+        );
+        let want = quote!(
+            type HServer = ::sockserve::Server<jobs::Queue, ::sockserve::concurrency::Threading, H>;
+        );
+        assert!(got.contains(&want.to_string()), "{got}");
+        assert!(got.contains("type Transport = jobs :: Queue ;"), "{got}");
     }
 
     #[test]

@@ -104,6 +104,20 @@ pub(crate) enum ValueKind {
     Mode,
     /// The name of the generated server type, as a string (not an `Options` field).
     TypeName,
+    /// The path of the sockserve crate, as a string (not an `Options` field).
+    CratePath,
+    /// A custom transport type, as a path (not an `Options` field).
+    TransportType,
+}
+
+impl ValueKind {
+    /// Whether the key sets a field of `Options` (the others shape the declaration).
+    pub(crate) fn is_options_field(self) -> bool {
+        !matches!(
+            self,
+            ValueKind::TypeName | ValueKind::CratePath | ValueKind::TransportType
+        )
+    }
 }
 
 /// The Rust type of an integer field.
@@ -366,7 +380,35 @@ pub(crate) const KEYS: &[KeyDef] = &[
         python: "the server class's name",
         doc: "Name of the generated server type alias.",
     },
+    KeyDef {
+        name: "transport",
+        kind: ValueKind::TransportType,
+        transports: Scope::All,
+        concurrency: Scope::All,
+        default: "none (a transport word)",
+        example: "SqlQueue",
+        python: "subclassing `BaseServer` with your own `get_request`",
+        doc: "Your own transport type (it implements `Transport`) instead of a transport word; only keys for all transports apply.",
+    },
+    KeyDef {
+        name: "crate",
+        kind: ValueKind::CratePath,
+        transports: Scope::All,
+        concurrency: Scope::All,
+        default: "`\"::sockserve\"`",
+        example: "\"ss\"",
+        python: "none (new)",
+        doc: "Where the generated code finds sockserve, for a renamed dependency (`ss = { package = \"sockserve\" }`).",
+    },
 ];
+
+/// The transport of a declaration with `transport = Type`: a keyword of no table row, so that
+/// only the keys for all transports apply, and no named core alias.
+pub(crate) static CUSTOM_TRANSPORT: TransportDef = TransportDef {
+    name: "custom",
+    ty: "",
+    alias_stem: "",
+};
 
 /// Finds a transport by keyword.
 pub(crate) fn transport(name: &str) -> Option<&'static TransportDef> {

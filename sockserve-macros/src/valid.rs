@@ -19,9 +19,24 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
     let mut errors = Errors(None);
     let mut transport = None;
     let mut concurrency = None;
+    let mut custom_transport = None;
     for arg in &input.args.args {
-        if let Arg::Word(word) = arg {
-            check_word(word, &mut transport, &mut concurrency, &mut errors);
+        match arg {
+            Arg::Word(word) => check_word(word, &mut transport, &mut concurrency, &mut errors),
+            Arg::Option(option) if option.key.unraw() == "transport" => {
+                match custom_transport_type(option, transport.as_ref()) {
+                    Ok(ty) => {
+                        transport = Some(Choice {
+                            def: &table::CUSTOM_TRANSPORT,
+                            span: syn::spanned::Spanned::span(&option.expr),
+                            written: true,
+                        });
+                        custom_transport = Some(ty);
+                    }
+                    Err(err) => errors.push(err),
+                }
+            }
+            Arg::Option(_) => {}
         }
     }
     // A misspelled transport was already reported; "missing" would say it twice.
@@ -34,6 +49,7 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
 
     let mut options: Vec<OptionValue> = Vec::new();
     let mut name = None;
+    let mut krate = None;
     let mut seen: Vec<String> = Vec::new();
     for arg in &input.args.args {
         let Arg::Option(option) = arg else { continue };
@@ -58,12 +74,24 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
                 continue;
             }
         }
-        if key.kind == ValueKind::TypeName {
-            match type_name(option, key) {
-                Ok(ident) => name = Some(ident),
-                Err(err) => errors.push(err),
+        match key.kind {
+            ValueKind::TypeName => {
+                match type_name(option, key) {
+                    Ok(ident) => name = Some(ident),
+                    Err(err) => errors.push(err),
+                }
+                continue;
             }
-            continue;
+            ValueKind::CratePath => {
+                match crate_path(option, key) {
+                    Ok(path) => krate = Some(path),
+                    Err(err) => errors.push(err),
+                }
+                continue;
+            }
+            // Taken with the transport words above.
+            ValueKind::TransportType => continue,
+            _ => debug_assert!(key.kind.is_options_field()),
         }
         match check_value(option, key) {
             Ok(value) => options.push(OptionValue {
@@ -93,6 +121,8 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
         concurrency,
         name: name.unwrap_or_else(|| format_ident!("{}Server", ident, span = ident.span())),
         options,
+        custom_transport,
+        krate,
     })
 }
 
@@ -132,6 +162,8 @@ pub(crate) fn fallback<'a>(item: &'a syn::ItemStruct, words: &[Ident]) -> Server
         },
         name: format_ident!("{}Server", ident, span = ident.span()),
         options: Vec::new(),
+        custom_transport: None,
+        krate: None,
     }
 }
 
@@ -249,7 +281,7 @@ fn unknown_word(word: &Ident, text: &str, expecting_transport: bool) -> syn::Err
 
 fn unknown_key(option: &OptionArg) -> syn::Error {
     let text = option.key.unraw().to_string();
-    let message = if text == "transport" || text == "concurrency" {
+    let message = if text == "concurrency" {
         format!(
             "`{text}` is not an option: write the {text} as a bare word, like `#[server(tcp, threading)]`"
         )
@@ -361,6 +393,12 @@ fn expected(key: &KeyDef) -> String {
         ValueKind::TypeName => {
             format!("`{name}` takes the server type's name as a string, like `{name} = {example}`")
         }
+        ValueKind::CratePath => {
+            format!("`{name}` takes the path of the sockserve crate as a string, like `{name} = {example}`")
+        }
+        ValueKind::TransportType => {
+            format!("`{name}` takes a transport type (a path, not a string), like `{name} = {example}`")
+        }
     }
 }
 
@@ -380,7 +418,9 @@ fn check_value(option: &OptionArg, key: &KeyDef) -> syn::Result<ConstValue> {
         ValueKind::Duration { positive, .. } => duration_value(option, key, positive),
         ValueKind::Int { ty, min, max, .. } => int_value(option, key, ty, min, max),
         ValueKind::Mode => mode_value(option, key),
-        ValueKind::TypeName => unreachable!("`name` is not an Options field"),
+        ValueKind::TypeName | ValueKind::CratePath | ValueKind::TransportType => {
+            unreachable!("`{}` is not an Options field", key.name)
+        }
     }
 }
 
@@ -494,6 +534,7 @@ fn int_value(option: &OptionArg, key: &KeyDef, ty: IntType, min: u64, max: u64) 
             format!("`{name}` is too large: at most {max} (a {ty} field)"),
         )
     };
+    check_suffix(option, lit)?;
     let value = lit.base10_parse::<u64>().map_err(|_| too_large())?;
     if value < min {
         return Err(syn::Error::new_spanned(
@@ -514,6 +555,7 @@ fn mode_value(option: &OptionArg, key: &KeyDef) -> syn::Result<ConstValue> {
         Value::Lit(Lit::Int(lit)) if INT_SUFFIXES.contains(&lit.suffix()) => lit,
         _ => return Err(wrong_type(option, key)),
     };
+    check_suffix(option, lit)?;
     let written = lit.to_string();
     let value = lit.base10_parse::<u32>().unwrap_or(u32::MAX);
     if value != 0 && !written.starts_with("0o") {
@@ -529,6 +571,94 @@ fn mode_value(option: &OptionArg, key: &KeyDef) -> syn::Result<ConstValue> {
         ));
     }
     Ok(ConstValue::Int(u64::from(value)))
+}
+
+/// `transport = Type`: a type path, and the only transport of the declaration.
+fn custom_transport_type(
+    option: &OptionArg,
+    written: Option<&Choice<table::TransportDef>>,
+) -> syn::Result<syn::Type> {
+    if let Some(first) = written {
+        return Err(syn::Error::new_spanned(
+            &option.expr,
+            format!(
+                "two transports, `{}` and a custom `transport = ...`: a server has exactly one",
+                first.def.name
+            ),
+        ));
+    }
+    match &option.expr {
+        syn::Expr::Path(path)
+            if path
+                .path
+                .get_ident()
+                .is_some_and(|word| table::transport(&word.unraw().to_string()).is_some()) =>
+        {
+            Err(syn::Error::new_spanned(
+                &option.expr,
+                "a built-in transport is a bare word, like `#[server(tcp, threading)]`; \
+                 `transport = Type` names your own transport type",
+            ))
+        }
+        syn::Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
+            Ok(syn::Type::Path(syn::TypePath {
+                qself: None,
+                path: path.path.clone(),
+            }))
+        }
+        _ => Err(syn::Error::new_spanned(
+            &option.expr,
+            "`transport` takes a transport type (a path, not a string), like `transport = SqlQueue`; \
+             for a built-in transport write its word instead, like `#[server(tcp)]`",
+        )),
+    }
+}
+
+/// `crate = "path"`: a path such as `"ss"` or `"::my::reexport"`.
+fn crate_path(option: &OptionArg, key: &KeyDef) -> syn::Result<syn::Path> {
+    let Value::Lit(Lit::Str(lit)) = &option.value else {
+        return Err(wrong_type(option, key));
+    };
+    let mut path = syn::parse_str::<syn::Path>(&lit.value()).map_err(|_| {
+        syn::Error::new_spanned(
+            lit,
+            format!(
+                "`crate` must be a path such as {}, naming the sockserve crate",
+                key.example
+            ),
+        )
+    })?;
+    for segment in &mut path.segments {
+        segment.ident.set_span(lit.span());
+    }
+    Ok(path)
+}
+
+/// A suffixed integer literal must fit its suffix's type: `300u8` is a mistake, not 300.
+fn check_suffix(option: &OptionArg, lit: &syn::LitInt) -> syn::Result<()> {
+    let suffix = lit.suffix();
+    let max: u128 = match suffix {
+        "" | "u64" | "u128" | "usize" => return Ok(()),
+        "u8" => u8::MAX.into(),
+        "u16" => u16::MAX.into(),
+        "u32" => u32::MAX.into(),
+        "i8" => i8::MAX as u128,
+        "i16" => i16::MAX as u128,
+        "i32" => i32::MAX as u128,
+        "i64" | "isize" => i64::MAX as u128,
+        "i128" => i128::MAX as u128,
+        _ => return Ok(()),
+    };
+    match lit.base10_parse::<u128>() {
+        Ok(value) if value <= max => Ok(()),
+        _ => Err(syn::Error::new_spanned(
+            &option.expr,
+            format!(
+                "`{lit}` does not fit in `{suffix}` (at most {max}); write the number without \
+                 the suffix, or with one it fits"
+            ),
+        )),
+    }
 }
 
 fn type_name(option: &OptionArg, key: &KeyDef) -> syn::Result<Ident> {
@@ -712,6 +842,39 @@ mod tests {
     }
 
     #[test]
+    fn custom_transports_and_crate_paths() {
+        assert!(errors(quote!(transport = my::Queue, threading, timeout = "1s")).is_empty());
+        assert_eq!(
+            error(quote!(transport = my::Queue, rbufsize = 0)),
+            "`rbufsize` does not apply to a `custom` server: it applies to `tcp` and `unix_stream` only; remove it or use one of those transports"
+        );
+        assert!(error(quote!(tcp, transport = my::Queue)).starts_with("two transports, `tcp` and a custom"));
+        assert!(error(quote!(transport = "Queue"))
+            .starts_with("`transport` takes a transport type (a path, not a string)"));
+        assert!(errors(quote!(tcp, crate = "ss")).is_empty());
+        assert!(errors(quote!(tcp, crate = "::my::reexport")).is_empty());
+        assert!(error(quote!(tcp, crate = "not a path")).starts_with("`crate` must be a path"));
+        assert!(error(quote!(tcp, crate = ss))
+            .starts_with("`crate` takes the path of the sockserve crate as a string"));
+    }
+
+    #[test]
+    fn integer_suffixes_must_fit() {
+        assert!(errors(quote!(tcp, forking, max_children = 40u8)).is_empty());
+        assert_eq!(
+            error(quote!(tcp, forking, max_children = 300u8)),
+            "`300u8` does not fit in `u8` (at most 255); write the number without the suffix, or with one it fits"
+        );
+        assert!(
+            error(quote!(tcp, request_queue_size = 40000i16)).starts_with("`40000i16` does not fit in `i16`")
+        );
+        assert!(
+            error(quote!(unix_stream, socket_mode = 0o777i8)).starts_with("`0o777i8` does not fit in `i8`")
+        );
+        assert!(errors(quote!(tcp, request_queue_size = 4096u32)).is_empty());
+    }
+
+    #[test]
     fn unknown_keys_get_suggestions() {
         assert_eq!(
             error(quote!(tcp, timout = "1s")),
@@ -725,7 +888,7 @@ mod tests {
             .starts_with("unknown option `frobnicate`; the options are: poll_interval, timeout,"));
         assert_eq!(
             error(quote!(transport = tcp)),
-            "`transport` is not an option: write the transport as a bare word, like `#[server(tcp, threading)]`"
+            "a built-in transport is a bare word, like `#[server(tcp, threading)]`; `transport = Type` names your own transport type"
         );
         assert_eq!(
             error(quote!(tcp, threading = true)),
@@ -797,7 +960,7 @@ mod tests {
 
     #[test]
     fn every_scope_in_the_table_is_enforced() {
-        for key in KEYS.iter().filter(|k| k.kind != ValueKind::TypeName) {
+        for key in KEYS.iter().filter(|k| k.kind.is_options_field()) {
             let k = format_ident!("{}", key.name);
             let v: TokenStream = key.example.parse().unwrap();
             for t in TRANSPORTS {

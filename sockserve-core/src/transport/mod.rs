@@ -257,7 +257,8 @@ impl Packets {
 ///
 /// Implemented for everything [`ToSocketAddrs`] (`"127.0.0.1:0"`, `("::1", 8080)`, a
 /// `SocketAddr`...) for [`Tcp`] and [`Udp`], and for paths and [`UnixAddr`] for the Unix
-/// transports.
+/// transports. A custom transport implements it for what its users pass to `bind`: with its
+/// own address type `A`, `impl ToAddress<A> for PathBuf` is allowed (see `examples/sql_queue`).
 pub trait ToAddress<A> {
     /// Resolves the address.
     fn to_address(self) -> io::Result<A>;
