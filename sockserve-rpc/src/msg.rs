@@ -141,7 +141,7 @@ pub struct Call {
 /// What [`parse_call`] makes of a message that is not a call to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallError {
-    /// Not an RPC call (too short, or a reply, or no message type at all): no reply.
+    /// Not an RPC call, or a call whose header does not decode: no reply.
     NotACall(XdrError),
     /// A call that must be refused with a MSG_DENIED reply to `xid`.
     Denied {
@@ -200,26 +200,19 @@ pub fn parse_call<'a>(message: &'a [u8], protocol: Protocol) -> Result<(Call, De
         }));
     }
     let denied = |denied| CallError::Denied { xid, denied };
-    // A call too short for its header is answered as garbage by its RPC version first, as
-    // libtirpc does: what does not decode is a bad credential.
-    let rpcvers = d
-        .u32()
-        .map_err(|_| denied(Denied::AuthError(AuthStat::BadCred)))?;
+    // A header that does not decode gets no reply, as libtirpc drops it.
+    let rpcvers = d.u32().map_err(CallError::NotACall)?;
     if rpcvers != RPC_VERSION {
         return Err(denied(Denied::RpcMismatch));
     }
+    let program = d.u32().map_err(CallError::NotACall)?;
+    let version = d.u32().map_err(CallError::NotACall)?;
+    let procedure = d.u32().map_err(CallError::NotACall)?;
+    let flavor = d.u32().map_err(CallError::NotACall)?;
+    let body = d.opaque(MAX_AUTH_BYTES).map_err(CallError::NotACall)?;
+    let verf_flavor = d.u32().map_err(CallError::NotACall)?;
+    let _verf = d.opaque(MAX_AUTH_BYTES).map_err(CallError::NotACall)?;
     let bad_cred = |_| denied(Denied::AuthError(AuthStat::BadCred));
-    let program = d.u32().map_err(bad_cred)?;
-    let version = d.u32().map_err(bad_cred)?;
-    let procedure = d.u32().map_err(bad_cred)?;
-    let flavor = d.u32().map_err(bad_cred)?;
-    let body = d.opaque(MAX_AUTH_BYTES).map_err(bad_cred)?;
-    let verf_flavor = d
-        .u32()
-        .map_err(|_| denied(Denied::AuthError(AuthStat::BadVerf)))?;
-    let _verf = d
-        .opaque(MAX_AUTH_BYTES)
-        .map_err(|_| denied(Denied::AuthError(AuthStat::BadVerf)))?;
     let credentials = match flavor {
         AUTH_NONE => Credentials::None,
         AUTH_SYS => Credentials::Sys(auth_sys(body).map_err(bad_cred)?),

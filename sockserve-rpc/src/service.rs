@@ -306,8 +306,10 @@ impl RpcHandler {
 }
 
 /// Record-marked calls, answered in order, until the client closes, a record goes over
-/// `max_record_size` (the connection is closed), or the client stays silent longer than the
-/// server's `connection_timeout` (closed too, reported to `handle_error` as `TimedOut`).
+/// `max_record_size` (the connection is closed, reported to `handle_error` as
+/// `InvalidData`), or the client stays silent longer than the server's `connection_timeout`:
+/// between calls the connection is closed quietly, inside a record it is reported to
+/// `handle_error` as `TimedOut`.
 impl<T> StreamHandler<T> for RpcHandler
 where
     T: StreamTransport,
@@ -320,21 +322,19 @@ where
             .map_or(STOP_POLL, |t| t.min(STOP_POLL))
             .max(Duration::from_millis(1));
         SockRef::from(req.request).set_read_timeout(Some(tick))?;
+        let client = req.client_address;
         let mut on_wait = |at_boundary: bool, idle: Duration| {
             if at_boundary && service.is_stopping() {
                 return Ok(Wait::Stop);
             }
             match idle_limit {
+                Some(limit) if idle >= limit && at_boundary => {
+                    log::debug!("{client}: idle for {limit:?} between calls: closing");
+                    Ok(Wait::Stop)
+                }
                 Some(limit) if idle >= limit => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "client silent for {limit:?} {}: closing",
-                        if at_boundary {
-                            "between calls"
-                        } else {
-                            "inside a record"
-                        }
-                    ),
+                    format!("client silent for {limit:?} inside a record: closing"),
                 )),
                 _ => Ok(Wait::Continue),
             }

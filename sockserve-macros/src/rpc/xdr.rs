@@ -61,10 +61,10 @@ fn encode_field(coding: &Coding, ty: &syn::Type, value: TokenStream) -> TokenStr
     match coding {
         Coding::Plain => quote_spanned!(ty.span()=> <#ty as #rt::Xdr>::encode(#value, out)?;),
         Coding::Max(max) => {
-            quote_spanned!(ty.span()=> #rt::xdr::bounded::encode::<#ty>(#value, (#max) as u32, out)?;)
+            quote_spanned!(ty.span()=> #rt::xdr::bounded::encode::<#ty>(#value, #max, out)?;)
         }
         Coding::Opaque(max) => {
-            let max = max.as_ref().map_or(quote!(u32::MAX), |m| quote!((#m) as u32));
+            let max = max.as_ref().map_or(quote!(u32::MAX), |m| quote!(#m));
             quote_spanned!(ty.span()=> #rt::xdr::opaque::encode::<#ty>(#value, #max, out)?;)
         }
     }
@@ -76,10 +76,10 @@ fn decode_field(coding: &Coding, ty: &syn::Type) -> TokenStream {
     match coding {
         Coding::Plain => quote_spanned!(ty.span()=> <#ty as #rt::Xdr>::decode(input)?),
         Coding::Max(max) => {
-            quote_spanned!(ty.span()=> #rt::xdr::bounded::decode::<#ty>(input, (#max) as u32)?)
+            quote_spanned!(ty.span()=> #rt::xdr::bounded::decode::<#ty>(input, #max)?)
         }
         Coding::Opaque(max) => {
-            let max = max.as_ref().map_or(quote!(u32::MAX), |m| quote!((#m) as u32));
+            let max = max.as_ref().map_or(quote!(u32::MAX), |m| quote!(#m));
             quote_spanned!(ty.span()=> #rt::xdr::opaque::decode::<#ty>(input, #max)?)
         }
     }
@@ -182,20 +182,14 @@ fn body(input: &DeriveInput, errors: &mut Errors) -> (TokenStream, TokenStream, 
                     .any(|v| v.attrs.iter().any(|a| a.path().is_ident("xdr"))) =>
         {
             // An XDR enum: values are the Rust discriminants.
-            let mut previous: Option<TokenStream> = None;
             let mut encode_arms = Vec::new();
             let mut decode_checks = Vec::new();
             for variant in &data.variants {
                 let ident = &variant.ident;
-                let value = match (&variant.discriminant, &previous) {
-                    (Some((_, expr)), _) => quote!((#expr) as i32),
-                    (None, Some(prev)) => quote!((#prev) + 1),
-                    (None, None) => quote!(0i32),
-                };
+                let value = quote!(#name::#ident as i32);
                 encode_arms.push(quote!(#name::#ident => #value,));
                 decode_checks
                     .push(quote!(if value == #value { return ::core::result::Result::Ok(#name::#ident); }));
-                previous = Some(value);
             }
             (
                 quote! {
@@ -246,12 +240,13 @@ fn body(input: &DeriveInput, errors: &mut Errors) -> (TokenStream, TokenStream, 
                         let (pattern, encode, construct) = (code.pattern, code.encode, code.construct);
                         encode_arms.push(quote! {
                             #name::#ident #pattern => {
-                                <i32 as #rt::Xdr>::encode(&((#case) as i32), out)?;
+                                let case: i32 = #case;
+                                <i32 as #rt::Xdr>::encode(&case, out)?;
                                 #(#encode)*
                             }
                         });
                         decode_checks.push(quote! {
-                            if value == (#case) as i32 { return ::core::result::Result::Ok(#name::#ident #construct); }
+                            if value == { let case: i32 = #case; case } { return ::core::result::Result::Ok(#name::#ident #construct); }
                         });
                     }
                 }
