@@ -150,8 +150,8 @@ impl V2 {
     #[proc(5)]
     fn protocol(&self, call: &Call) -> u32 {
         match call.protocol {
-            Protocol::Udp => 17,
-            Protocol::Tcp => 6,
+            Protocol::Datagram => 17,
+            Protocol::Stream => 6,
         }
     }
 }
@@ -617,8 +617,8 @@ fn registers_with_rpcbind_and_unregisters_at_server_close() {
     let mut server: RpcServer = RpcServer::bind("127.0.0.1:0", service, RpcOptions::default())
         .expect("bind and register (is rpcbind running? scripts/test starts it)");
     let port = server.tcp_address().port();
-    assert_eq!(rpcbind.getport(REGISTERED, 3, Protocol::Tcp).unwrap(), port);
-    assert_eq!(rpcbind.getport(REGISTERED, 3, Protocol::Udp).unwrap(), port);
+    assert_eq!(rpcbind.getport(REGISTERED, 3, Protocol::Stream).unwrap(), port);
+    assert_eq!(rpcbind.getport(REGISTERED, 3, Protocol::Datagram).unwrap(), port);
     let (xid, msg) = call_msg(
         REGISTERED,
         3,
@@ -640,8 +640,8 @@ fn registers_with_rpcbind_and_unregisters_at_server_close() {
         Reply::Success(to_bytes(&XdrString::<80>::from("hello, rpc")).unwrap())
     );
     server.server_close();
-    assert_eq!(rpcbind.getport(REGISTERED, 3, Protocol::Tcp).unwrap(), 0);
-    assert_eq!(rpcbind.getport(REGISTERED, 3, Protocol::Udp).unwrap(), 0);
+    assert_eq!(rpcbind.getport(REGISTERED, 3, Protocol::Stream).unwrap(), 0);
+    assert_eq!(rpcbind.getport(REGISTERED, 3, Protocol::Datagram).unwrap(), 0);
 }
 
 #[test]

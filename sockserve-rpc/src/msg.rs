@@ -103,20 +103,20 @@ pub enum Credentials {
     Sys(AuthSys),
 }
 
-/// The transport a call came over.
+/// The kind of transport a call came over (and, for rpcbind, UDP or TCP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    /// UDP: one call per datagram.
-    Udp,
-    /// TCP (or another stream transport): record-marked calls.
-    Tcp,
+    /// A datagram transport (UDP): one call per datagram.
+    Datagram,
+    /// A stream transport (TCP): record-marked calls.
+    Stream,
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Protocol::Udp => "udp",
-            Protocol::Tcp => "tcp",
+            Protocol::Datagram => "udp",
+            Protocol::Stream => "tcp",
         })
     }
 }
@@ -306,7 +306,7 @@ mod tests {
         let mut msg = words(&[7, CALL, 2, 100, 1, 3, AUTH_SYS, 28, 9, 4]);
         msg.extend_from_slice(b"host");
         msg.extend(words(&[1000, 100, 1, 27, AUTH_NONE, 0, 42]));
-        let (call, mut args) = parse_call(&msg, Protocol::Udp).unwrap();
+        let (call, mut args) = parse_call(&msg, Protocol::Datagram).unwrap();
         assert_eq!(
             (call.xid, call.program, call.version, call.procedure),
             (7, 100, 1, 3)
@@ -324,22 +324,22 @@ mod tests {
     #[test]
     fn refusals() {
         assert!(matches!(
-            parse_call(&[1, 2, 3], Protocol::Udp),
+            parse_call(&[1, 2, 3], Protocol::Datagram),
             Err(CallError::NotACall(_))
         ));
         assert!(matches!(
-            parse_call(&words(&[1, REPLY, 0]), Protocol::Udp),
+            parse_call(&words(&[1, REPLY, 0]), Protocol::Datagram),
             Err(CallError::NotACall(_))
         ));
         assert_eq!(
-            parse_call(&words(&[5, CALL, 3]), Protocol::Udp).unwrap_err(),
+            parse_call(&words(&[5, CALL, 3]), Protocol::Datagram).unwrap_err(),
             CallError::Denied {
                 xid: 5,
                 denied: Denied::RpcMismatch
             }
         );
         assert_eq!(
-            parse_call(&words(&[5, CALL, 2, 1, 1, 0, 99, 0, 0, 0]), Protocol::Udp).unwrap_err(),
+            parse_call(&words(&[5, CALL, 2, 1, 1, 0, 99, 0, 0, 0]), Protocol::Datagram).unwrap_err(),
             CallError::Denied {
                 xid: 5,
                 denied: Denied::AuthError(AuthStat::RejectedCred)
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(
             parse_call(
                 &words(&[5, CALL, 2, 1, 1, 0, AUTH_SYS, 8, 0, 300, 0, 0]),
-                Protocol::Udp
+                Protocol::Datagram
             )
             .unwrap_err(),
             CallError::Denied {

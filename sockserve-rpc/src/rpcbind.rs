@@ -27,8 +27,8 @@ const PMAPPROC_GETPORT: u32 = 3;
 /// The `prot` of a mapping: IPPROTO_TCP or IPPROTO_UDP.
 fn ipproto(protocol: Protocol) -> u32 {
     match protocol {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
+        Protocol::Stream => 6,
+        Protocol::Datagram => 17,
     }
 }
 
@@ -175,7 +175,7 @@ impl Registration {
         for &(program, version) in programs {
             registration.rpcbind.unset(program, version)?;
             registration.pairs.push((program, version));
-            for (protocol, port) in [(Protocol::Tcp, tcp_port), (Protocol::Udp, udp_port)] {
+            for (protocol, port) in [(Protocol::Stream, tcp_port), (Protocol::Datagram, udp_port)] {
                 let Some(port) = port else { continue };
                 if !registration.rpcbind.set(program, version, protocol, port)? {
                     return Err(io::Error::new(

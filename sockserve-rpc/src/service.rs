@@ -58,6 +58,11 @@ impl fmt::Display for ProcError {
 impl std::error::Error for ProcError {}
 
 /// What a procedure returns: an XDR value (SUCCESS), or `Result<T, ProcError>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the result of a procedure: it has no XDR mapping",
+    label = "not an XDR type",
+    note = "a procedure returns an XDR type (`()` for void) or `Result<T, ProcError>` with T an XDR type"
+)]
 pub trait ProcResult {
     /// Appends the results of a SUCCESS reply, or says which error reply to send.
     fn encode_result(self, out: &mut Vec<u8>) -> Result<(), ProcError>;
@@ -310,6 +315,7 @@ impl RpcHandler {
 /// `InvalidData`), or the client stays silent longer than the server's `connection_timeout`:
 /// between calls the connection is closed quietly, inside a record it is reported to
 /// `handle_error` as `TimedOut`.
+#[diagnostic::do_not_recommend]
 impl<T> StreamHandler<T> for RpcHandler
 where
     T: StreamTransport,
@@ -344,7 +350,7 @@ where
         while record::read_record(&mut req.rfile, service.max_record_size, &mut record, &mut on_wait)? {
             reply.clear();
             let start = record::begin_record(&mut reply);
-            match service.dispatch(&record, Protocol::Tcp, &mut reply) {
+            match service.dispatch(&record, Protocol::Stream, &mut reply) {
                 Outcome::Replied => {
                     record::end_record(&mut reply, start)?;
                     req.wfile.write_all(&reply)?;
@@ -357,9 +363,13 @@ where
 }
 
 /// One call per datagram; what is not a call is dropped without a reply.
+#[diagnostic::do_not_recommend]
 impl<T: DatagramTransport> DatagramHandler<T> for RpcHandler {
     fn handle(&self, req: &mut DatagramRequest<'_, T>) -> io::Result<()> {
-        if let Outcome::Dropped(why) = self.service.dispatch(req.packet, Protocol::Udp, &mut req.wfile) {
+        if let Outcome::Dropped(why) = self
+            .service
+            .dispatch(req.packet, Protocol::Datagram, &mut req.wfile)
+        {
             log::debug!("datagram from {} dropped: {}", req.client_address, why.0);
         }
         Ok(())

@@ -80,6 +80,8 @@ struct Procedure {
     /// The argument type, if any (`void` otherwise).
     arg: Option<Type>,
     span: Span,
+    /// The span of the return type (where a result with no XDR mapping is reported).
+    ret_span: Span,
 }
 
 /// Takes the `#[proc(n)]` attribute off a method, returning its number.
@@ -170,6 +172,10 @@ fn procedures(item: &mut ItemImpl, errors: &mut Errors) -> Vec<Procedure> {
             takes_call,
             arg: rest.first().map(|t| (*t).clone()),
             span,
+            ret_span: match &method.sig.output {
+                syn::ReturnType::Default => span,
+                syn::ReturnType::Type(_, ty) => ty.span(),
+            },
         });
     }
     if found.is_empty() && seen.is_empty() {
@@ -201,10 +207,14 @@ fn expand(item: &ItemImpl, args: &Args, procs: &[Procedure]) -> TokenStream {
             ),
             None => (quote!(), quote!()),
         };
+        let invoke = quote!(self.#method(#call_arg #value));
+        let encode = quote_spanned! {p.ret_span=>
+            #rt::ProcResult::encode_result(#invoke, out)
+        };
         quote_spanned! {p.span=>
             #number => {
                 #decode
-                #rt::ProcResult::encode_result(self.#method(#call_arg #value), out)
+                #encode
             }
         }
     });
