@@ -207,9 +207,9 @@ fn expand(item: &ItemImpl, args: &Args, procs: &[Procedure]) -> TokenStream {
             ),
             None => (quote!(), quote!()),
         };
-        let invoke = quote!(self.#method(#call_arg #value));
+        let invoke = quote_spanned!(p.ret_span=> self.#method(#call_arg #value));
         let encode = quote_spanned! {p.ret_span=>
-            #rt::ProcResult::encode_result(#invoke, out)
+            ::sockserve::rpc::ProcResult::encode_result(#invoke, out)
         };
         quote_spanned! {p.span=>
             #number => {
