@@ -155,9 +155,10 @@ fn build_c_server(dir: &Path) -> PathBuf {
     exe
 }
 
+// The child is moved into a ServerProc at once, whose Drop kills and waits for it.
+#[allow(clippy::zombie_processes)]
 fn start_c(exe: &Path) -> ServerProc {
     let rpcbind = Rpcbind::local();
-    let _ = rpcbind.unset(PROG, 1);
     let child = Command::new(exe)
         .stdout(Stdio::null())
         .spawn()
@@ -334,7 +335,11 @@ fn main() {
     let _ = (c.name, rust.name);
     drop(c);
     drop(rust);
-    // rpcgen's server stays registered when killed; remove its mapping.
-    let _ = Rpcbind::local().unset(PROG, 1);
+    // rpcgen's server stays registered when killed. It registered through rpcbind's local
+    // transport (owner "superuser"), which a portmapper v2 UNSET over TCP may not remove:
+    // rpcinfo -d can.
+    let _ = Command::new("rpcinfo")
+        .args(["-d", &PROG.to_string(), "1"])
+        .status();
     let _ = std::fs::remove_dir_all(&dir);
 }
