@@ -133,13 +133,10 @@ struct Entry {
 pub enum Outcome {
     /// A reply was appended.
     Replied,
-    /// Not an RPC call: no reply.
-    Dropped(XdrNote),
+    /// Not an RPC call (or a call whose header does not decode): no reply. Says why, for
+    /// the log.
+    Dropped(String),
 }
-
-/// Why a message was dropped (for logs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct XdrNote(pub String);
 
 /// The largest record a stream connection accepts by default: 1 MiB.
 pub const DEFAULT_MAX_RECORD_SIZE: usize = 1 << 20;
@@ -214,7 +211,9 @@ impl RpcService {
     }
 
     /// Asks stream connections to close once they are between calls (at most 200 ms later):
-    /// for a graceful stop. [`RpcServer`](crate::RpcServer) calls it on shutdown.
+    /// for a graceful stop. [`RpcServer`](crate::RpcServer) calls it on shutdown. It is not
+    /// undone: a service stopped this way closes every later connection after its first
+    /// idle moment, so make a new service to serve again.
     pub fn stop_connections(&self) {
         self.stopping.store(true, Ordering::Release);
     }
@@ -229,7 +228,7 @@ impl RpcService {
     pub fn dispatch(&self, message: &[u8], protocol: Protocol, out: &mut Vec<u8>) -> Outcome {
         let (call, mut args) = match msg::parse_call(message, protocol) {
             Ok(parsed) => parsed,
-            Err(CallError::NotACall(e)) => return Outcome::Dropped(XdrNote(format!("not an RPC call: {e}"))),
+            Err(CallError::NotACall(e)) => return Outcome::Dropped(format!("not an RPC call: {e}")),
             Err(CallError::Denied { xid, denied }) => {
                 log::debug!("call {xid:#x} over {protocol} denied: {denied:?}");
                 msg::reply_denied(out, xid, denied);
@@ -355,7 +354,7 @@ where
                     record::end_record(&mut reply, start)?;
                     req.wfile.write_all(&reply)?;
                 }
-                Outcome::Dropped(why) => log::debug!("record from {} dropped: {}", req.client_address, why.0),
+                Outcome::Dropped(why) => log::debug!("record from {} dropped: {}", req.client_address, why),
             }
         }
         Ok(())
@@ -370,7 +369,7 @@ impl<T: DatagramTransport> DatagramHandler<T> for RpcHandler {
             .service
             .dispatch(req.packet, Protocol::Datagram, &mut req.wfile)
         {
-            log::debug!("datagram from {} dropped: {}", req.client_address, why.0);
+            log::debug!("datagram from {} dropped: {}", req.client_address, why);
         }
         Ok(())
     }

@@ -177,9 +177,14 @@ impl<'a> Decoder<'a> {
     }
 
     /// A count of elements of at least `min_size` bytes each, checked against `max` and the
-    /// bytes left (so a count from the wire never sizes an allocation on its own).
+    /// bytes left (so a count from the wire never sizes an allocation on its own). Elements
+    /// that take no bytes (`void`, which XDR does not allow in arrays) admit only a count
+    /// of 0.
     pub fn count(&mut self, max: u32, min_size: usize) -> Result<usize, XdrError> {
         let n = self.length(max)?;
+        if min_size == 0 && n > 0 {
+            return Err(XdrError::TooLong { len: n, max: 0 });
+        }
         let fits = self.remaining() / min_size.max(1);
         if n > fits {
             return Err(XdrError::Truncated {
@@ -522,6 +527,13 @@ pub mod bounded {
 
     impl<T: Xdr> Bounded for Vec<T> {
         fn encode_max(&self, max: u32, out: &mut Vec<u8>) -> Result<(), XdrError> {
+            if T::MIN_SIZE == 0 && !self.is_empty() {
+                // What decoding would refuse (see `Decoder::count`).
+                return Err(XdrError::TooLong {
+                    len: self.len(),
+                    max: 0,
+                });
+            }
             put_length(out, self.len(), max)?;
             self.iter().try_for_each(|v| v.encode(out))
         }
@@ -645,8 +657,12 @@ mod tests {
         ));
         assert!(matches!(
             from_bytes::<Vec<()>>(&wire),
-            Err(XdrError::Truncated { .. })
+            Err(XdrError::TooLong { .. })
         ));
+        // Elements of no size: only the empty array, both ways (fuzz finding F3).
+        assert_eq!(from_bytes::<Vec<()>>(&[0; 4]), Ok(vec![]));
+        assert!(from_bytes::<Vec<()>>(&[0, 0, 0, 1, 0, 0, 0, 0]).is_err());
+        assert!(to_bytes(&vec![()]).is_err());
         assert!(matches!(
             from_bytes::<String>(&wire),
             Err(XdrError::Truncated { .. })
