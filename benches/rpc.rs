@@ -277,6 +277,13 @@ const USAGE: &str = "RPC benchmark: NULL and CALC_ADD calls/s, sockserve against
 
   cargo bench --bench rpc              full run (3 repeats, 3 s windows)
   cargo bench --bench rpc -- --quick   quick check (1 repeat, 1 s windows)
+
+  --transport udp|tcp    only this transport
+  --procedure 0|1        only NULL (0) or CALC_ADD (1)
+  --clients N            only N clients (default: 1 and 4)
+  --repeat N             repeats (best one counts)
+  --profile CMD          run CMD over each measured window of the sockserve server,
+                         {pid} replaced by its pid (e.g. 'perf record -g -p {pid} -o rpc.data')
 ";
 
 fn main() {
@@ -290,11 +297,23 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let (repeat, window) = if quick {
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let (mut repeat, window) = if quick {
         (1, Duration::from_secs(1))
     } else {
         (3, Duration::from_secs(3))
     };
+    if let Some(n) = get("--repeat").and_then(|v| v.parse().ok()) {
+        repeat = n;
+    }
+    let only_transport = get("--transport");
+    let only_procedure: Option<u32> = get("--procedure").and_then(|v| v.parse().ok());
+    let only_clients: Option<usize> = get("--clients").and_then(|v| v.parse().ok());
+    let profile = get("--profile");
     let max_calls = 5_000_000;
     let dir = std::env::temp_dir().join(format!("sockserve-rpc-bench-{}", std::process::id()));
     let c_exe = build_c_server(&dir);
@@ -304,27 +323,41 @@ fn main() {
     println!("| transport | procedure | clients | rpcgen C | sockserve | ratio |");
     println!("|---|---|---|---|---|---|");
     for transport in [Transport::Udp, Transport::Tcp] {
+        let tname = if transport == Transport::Udp { "udp" } else { "tcp" };
+        if only_transport.as_deref().is_some_and(|t| t != tname) {
+            continue;
+        }
         for (procedure, name) in [(0, "NULL"), (1, "CALC_ADD")] {
+            if only_procedure.is_some_and(|p| p != procedure) {
+                continue;
+            }
             for clients in [1, 4] {
+                if only_clients.is_some_and(|n| n != clients) {
+                    continue;
+                }
                 let mut best = [0f64; 2];
                 for _ in 0..repeat {
                     // Alternate the servers within a repeat, so drift hits both.
                     for (i, server) in [&c, &rust].into_iter().enumerate() {
-                        measure(
-                            server,
-                            transport,
-                            procedure,
-                            clients,
-                            Duration::from_millis(200),
-                            max_calls,
-                        );
+                        let warmup = Duration::from_millis(200);
+                        measure(server, transport, procedure, clients, warmup, max_calls);
+                        let profiler = profile.as_ref().filter(|_| i == 1).map(|cmd| {
+                            Command::new("sh")
+                                .args(["-c", &cmd.replace("{pid}", &server.child.id().to_string())])
+                                .spawn()
+                                .expect("run the --profile command")
+                        });
                         let rate = measure(server, transport, procedure, clients, window, max_calls);
+                        if let Some(mut p) = profiler {
+                            // SIGINT ends perf and friends cleanly.
+                            let _ = Command::new("kill").args(["-INT", &p.id().to_string()]).status();
+                            let _ = p.wait();
+                        }
                         best[i] = best[i].max(rate);
                     }
                 }
                 println!(
-                    "| {} | {name} | {clients} | {:.0} | {:.0} | {:.2}x |",
-                    if transport == Transport::Udp { "udp" } else { "tcp" },
+                    "| {tname} | {name} | {clients} | {:.0} | {:.0} | {:.2}x |",
                     best[0],
                     best[1],
                     best[1] / best[0]

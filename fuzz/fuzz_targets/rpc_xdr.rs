@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         6 => check::<FixedOpaque<5>>(input),
         7 => check::<Vec<Vec<u32>>>(input),
         8 => check::<VarArray<XdrString<8>, 4>>(input),
-        9 => check::<Option<Box<(Option<u64>)>>>(input),
+        9 => check::<Option<Box<Option<u64>>>>(input),
         10 => check::<[Option<u32>; 3]>(input),
         _ => check::<Vec<Option<Vec<()>>>>(input),
     }
