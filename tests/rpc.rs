@@ -670,3 +670,50 @@ fn without_rpcbind_bind_fails_with_a_clear_error_unless_opted_out() {
         RpcServer::bind("127.0.0.1:0", RpcService::new().with(V2), unregistered()).unwrap();
     assert!(server.registration().is_none());
 }
+
+// ------------------------------------------------------------------------- Unix sockets
+
+#[test]
+fn the_handler_serves_unix_stream_and_datagram_servers_too() {
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+    let dir = std::env::temp_dir().join(format!("sockserve-rpc-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let handler = sockserve::rpc::RpcHandler::new(service());
+    let stream_path = dir.join("rpc.sock");
+    let dgram_path = dir.join("rpc.dgram");
+    let stream_server =
+        Arc::new(sockserve::ThreadingUnixStreamServer::bind(stream_path.as_path(), handler.clone()).unwrap());
+    let dgram_server = Arc::new(sockserve::UnixDatagramServer::bind(dgram_path.as_path(), handler).unwrap());
+    let (s, d) = (Arc::clone(&stream_server), Arc::clone(&dgram_server));
+    let threads = [
+        thread::spawn(move || s.serve_forever().unwrap()),
+        thread::spawn(move || d.serve_forever().unwrap()),
+    ];
+
+    let stream = UnixStream::connect(&stream_path).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (xid, msg) = call_msg(PROG, 2, 5, None, &[]);
+    (&stream).write_all(&record::frame(&msg)).unwrap();
+    let mut reply = Vec::new();
+    let mut fail =
+        |_: bool, _: Duration| -> std::io::Result<Wait> { Err(std::io::ErrorKind::TimedOut.into()) };
+    assert!(record::read_record(&mut &stream, 1 << 16, &mut reply, &mut fail).unwrap());
+    assert_eq!(parse(&reply, xid), Reply::Success(words(&[6])), "a stream call");
+
+    let client = UnixDatagram::bind(dir.join("client.dgram")).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (xid, msg) = call_msg(PROG, 2, 1, None, &pair(5, 6));
+    client.send_to(&msg, &dgram_path).unwrap();
+    let mut buf = [0; 512];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(parse(&buf[..n], xid), Reply::Success(words(&[11])));
+
+    drop(stream);
+    stream_server.shutdown();
+    dgram_server.shutdown();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

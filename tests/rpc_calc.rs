@@ -93,9 +93,20 @@ fn rpcinfo_lists_and_pings_it_until_sigterm_or_sigint() {
             assert!(out.contains("low version = 1, high version = 1"), "{out}");
             assert!(out.contains("version 2 is not available"), "{out}");
         }
+        // A client connected and idle between calls does not hold up the stop (2 s).
+        let mut idle = TcpStream::connect(&server.addr).unwrap();
+        idle.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let msg = call(30, PROG_NUM, 1, 0, &[]);
+        idle.write_all(&(0x8000_0000u32 | msg.len() as u32).to_be_bytes())
+            .unwrap();
+        idle.write_all(&msg).unwrap();
+        let mut reply = [0; 28];
+        idle.read_exact(&mut reply).unwrap();
         server.stop_with(signal);
         assert_no_panic(&server);
         assert_eq!(registered(), [], "rpcinfo -p after signal {signal}");
+        let mut rest = Vec::new();
+        assert_eq!(idle.read_to_end(&mut rest).unwrap_or(0), 0, "closed by the stop");
     }
 }
 
