@@ -717,3 +717,47 @@ fn the_handler_serves_unix_stream_and_datagram_servers_too() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------- duplicate-request cache
+
+struct Counter(std::sync::atomic::AtomicU32);
+
+#[rpc_program(program = PROG + 2, version = 1)]
+impl Counter {
+    /// Not idempotent: each run counts.
+    #[proc(1)]
+    fn bump(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+#[test]
+fn a_retransmitted_datagram_is_answered_from_the_duplicate_request_cache() {
+    let counter = Arc::new(Counter(AtomicU32::new(0)));
+    let service = RpcService::new()
+        .with(Arc::clone(&counter))
+        .duplicate_request_cache(2);
+    let server: RpcServer<Synchronous, Synchronous> =
+        RpcServer::bind("127.0.0.1:0", service, unregistered()).unwrap();
+    let (server, thread) = start(server);
+    let mut a = udp(server.udp_address());
+    let (xid, msg) = call_msg(PROG + 2, 1, 1, None, &[]);
+    for _ in 0..3 {
+        // The same call three times (a client retransmitting): run once, the same reply.
+        assert_eq!(parse(&a.exchange(&msg), xid), Reply::Success(words(&[1])));
+    }
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    // Another xid, or the same xid from another client, is a new call.
+    assert_eq!(a.call(PROG + 2, 1, 1, None, &[]), Reply::Success(words(&[2])));
+    let mut b = udp(server.udp_address());
+    assert_eq!(parse(&b.exchange(&msg), xid), Reply::Success(words(&[3])));
+    // The cache holds 2 replies: the first call's has been evicted and runs again.
+    assert_eq!(parse(&a.exchange(&msg), xid), Reply::Success(words(&[4])));
+    // TCP never uses it.
+    let mut t = tcp(server.tcp_address());
+    assert_eq!(parse(&t.exchange(&msg), xid), Reply::Success(words(&[5])));
+    assert_eq!(parse(&t.exchange(&msg), xid), Reply::Success(words(&[6])));
+    drop(t);
+    server.shutdown();
+    thread.join().unwrap();
+}

@@ -9,12 +9,15 @@
 //! [`DatagramHandler`] (one call per datagram). Clones share the service, so one service
 //! served by a UDP server and a TCP server keeps one state.
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -110,6 +113,16 @@ pub trait Program: Send + Sync + 'static {
     fn call(&self, call: &Call, args: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), ProcError>;
 }
 
+/// A shared program is the program.
+impl<P: Program> Program for Arc<P> {
+    const PROGRAM: u32 = P::PROGRAM;
+    const VERSION: u32 = P::VERSION;
+    const PROCEDURES: &'static [u32] = P::PROCEDURES;
+    fn call(&self, call: &Call, args: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), ProcError> {
+        (**self).call(call, args, out)
+    }
+}
+
 /// [`Program`] as an object.
 trait DynProgram: Send + Sync {
     fn call(&self, call: &Call, args: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), ProcError>;
@@ -144,11 +157,68 @@ pub const DEFAULT_MAX_RECORD_SIZE: usize = 1 << 20;
 /// How often a stream connection's reads wake up to look for a stop request.
 const STOP_POLL: Duration = Duration::from_millis(200);
 
+/// A duplicate-request cache for datagram calls (as NFS servers keep): a retransmitted call
+/// (same client, same xid, same bytes) gets the reply of the first one instead of running the
+/// procedure again; one that arrives while the first is still running is dropped.
+struct Drc {
+    capacity: usize,
+    inner: Mutex<DrcInner>,
+}
+
+#[derive(Default)]
+struct DrcInner {
+    replies: HashMap<DrcKey, Option<Vec<u8>>>,
+    order: VecDeque<DrcKey>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct DrcKey {
+    client: String,
+    xid: u32,
+    digest: u64,
+}
+
+enum DrcLookup {
+    Miss,
+    InProgress,
+    Hit(Vec<u8>),
+}
+
+impl Drc {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DrcInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin(&self, key: &DrcKey) -> DrcLookup {
+        let mut inner = self.lock();
+        match inner.replies.get(key) {
+            Some(Some(reply)) => return DrcLookup::Hit(reply.clone()),
+            Some(None) => return DrcLookup::InProgress,
+            None => {}
+        }
+        while inner.order.len() >= self.capacity.max(1) {
+            if let Some(old) = inner.order.pop_front() {
+                inner.replies.remove(&old);
+            }
+        }
+        inner.replies.insert(key.clone(), None);
+        inner.order.push_back(key.clone());
+        DrcLookup::Miss
+    }
+
+    fn finish(&self, key: &DrcKey, reply: &[u8]) {
+        if let Some(slot) = self.lock().replies.get_mut(key) {
+            *slot = Some(reply.to_vec());
+        }
+    }
+}
+
 /// The programs a server offers, and how calls reach them.
 pub struct RpcService {
     entries: Vec<Entry>,
     max_record_size: usize,
     stopping: AtomicBool,
+    drc: Option<Drc>,
 }
 
 impl fmt::Debug for RpcService {
@@ -173,19 +243,33 @@ impl RpcService {
             entries: Vec::new(),
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             stopping: AtomicBool::new(false),
+            drc: None,
         }
     }
 
-    /// Adds a program version (a value or an `Arc` shared with other code). A second program
-    /// with the same number and version replaces the first.
-    pub fn with<P: Program>(mut self, program: impl Into<Arc<P>>) -> Self {
+    /// Keeps the replies to the last `entries` datagram calls, so that a retransmission (same
+    /// client, same xid, same bytes) is answered from the cache instead of running the
+    /// procedure again, and one that arrives while the first is still running is dropped
+    /// (NFS servers keep such a cache for non-idempotent procedures). Off by default. The
+    /// cache is the service's memory: a forking UDP server's children do not share it.
+    pub fn duplicate_request_cache(mut self, entries: usize) -> Self {
+        self.drc = Some(Drc {
+            capacity: entries,
+            inner: Mutex::new(DrcInner::default()),
+        });
+        self
+    }
+
+    /// Adds a program version (a value, or an `Arc` of one to keep a handle on its state). A
+    /// second program with the same number and version replaces the first.
+    pub fn with<P: Program>(mut self, program: P) -> Self {
         self.entries
             .retain(|e| (e.program, e.version) != (P::PROGRAM, P::VERSION));
         self.entries.push(Entry {
             program: P::PROGRAM,
             version: P::VERSION,
             procedures: P::PROCEDURES,
-            imp: program.into(),
+            imp: Arc::new(program),
         });
         self
     }
@@ -361,15 +445,48 @@ where
     }
 }
 
-/// One call per datagram; what is not a call is dropped without a reply.
+/// One call per datagram; what is not a call is dropped without a reply. With a
+/// [duplicate-request cache](RpcService::duplicate_request_cache), retransmissions are
+/// answered from it.
 #[diagnostic::do_not_recommend]
 impl<T: DatagramTransport> DatagramHandler<T> for RpcHandler {
     fn handle(&self, req: &mut DatagramRequest<'_, T>) -> io::Result<()> {
-        if let Outcome::Dropped(why) = self
-            .service
-            .dispatch(req.packet, Protocol::Datagram, &mut req.wfile)
-        {
+        let service = &*self.service;
+        let key = match (&service.drc, req.packet.get(..4)) {
+            (Some(drc), Some(xid)) => {
+                let mut hasher = DefaultHasher::new();
+                req.packet.hash(&mut hasher);
+                let key = DrcKey {
+                    client: req.client_address.to_string(),
+                    xid: u32::from_be_bytes([xid[0], xid[1], xid[2], xid[3]]),
+                    digest: hasher.finish(),
+                };
+                match drc.begin(&key) {
+                    DrcLookup::Miss => Some((drc, key)),
+                    DrcLookup::Hit(reply) => {
+                        log::debug!(
+                            "retransmission from {}: answered from the cache",
+                            req.client_address
+                        );
+                        req.wfile.extend_from_slice(&reply);
+                        return Ok(());
+                    }
+                    DrcLookup::InProgress => {
+                        log::debug!(
+                            "retransmission from {} while in progress: dropped",
+                            req.client_address
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Outcome::Dropped(why) = service.dispatch(req.packet, Protocol::Datagram, &mut req.wfile) {
             log::debug!("datagram from {} dropped: {}", req.client_address, why);
+        }
+        if let Some((drc, key)) = key {
+            drc.finish(&key, &req.wfile);
         }
         Ok(())
     }
