@@ -19,7 +19,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(http_request http_target duration server_attr support_read_line)
+    targets=(http_request http_target duration server_attr support_read_line rpc_xdr rpc_record)
 fi
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then

@@ -36,3 +36,6 @@
 
 pub use sockserve_core::*;
 pub use sockserve_macros::server;
+pub use sockserve_macros::{rpc_program, Xdr};
+/// ONC RPC (Sun RPC) servers over UDP and TCP: the `sockserve-rpc` crate.
+pub use sockserve_rpc as rpc;

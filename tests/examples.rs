@@ -47,7 +47,7 @@ fn stop_in_flight<S: Read + Write>(
 
 // ---------------------------------------------------------------- command line, all examples
 
-const ALL: [&str; 11] = [
+const ALL: [&str; 12] = [
     "echo_tcp",
     "echo_udp",
     "echo_unix_stream",
@@ -59,6 +59,7 @@ const ALL: [&str; 11] = [
     "daytime",
     "sql_queue",
     "allowlist",
+    "rpc_calc",
 ];
 
 #[test]

@@ -1,0 +1,16 @@
+use sockserve::rpc_program;
+
+struct Calc;
+
+#[rpc_program(program = 0x2000_5353, version = 1)]
+impl Calc {
+    #[proc(0)]
+    fn ping(&self) {}
+
+    #[proc(1)]
+    fn add(&self, a: i32) -> i32 {
+        a + 1
+    }
+}
+
+fn main() {}
