@@ -179,3 +179,23 @@ fn udp_round_trip_through_a_declared_server() {
         serving.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn a_declared_server_adopts_a_listening_socket() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = Echo.adopt(Tcp::from_std(listener).unwrap()).unwrap();
+    assert_eq!(server.server_address(), address);
+    assert_eq!(server.options(), &Echo::OPTIONS);
+    std::thread::scope(|s| {
+        let serving = s.spawn(|| server.serve_forever());
+        let mut client = TcpStream::connect(address).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client.write_all(b"inherited\n").unwrap();
+        let mut reply = String::new();
+        BufReader::new(client).read_line(&mut reply).unwrap();
+        assert_eq!(reply, "inherited\n");
+        server.shutdown();
+        serving.join().unwrap().unwrap();
+    });
+}

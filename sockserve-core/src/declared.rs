@@ -27,17 +27,43 @@ pub trait Declared: Sized + 'static {
     /// The options set in the attribute, the rest at their defaults.
     const OPTIONS: Options;
 
+    /// Creates the declared server on a transport made (or adopted) by the caller, with
+    /// `options`. The macro generates it; it is the one place where the handler is checked
+    /// against the transport and the concurrency model, so a mismatch is one error at the
+    /// attribute, and a server once made asks nothing more of its types.
+    fn on_transport(
+        self,
+        transport: Self::Transport,
+        options: Options,
+    ) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>>;
+
+    /// Serves on a socket made elsewhere: inherited from systemd, a parent process, or the
+    /// previous generation of a server being reloaded (`Tcp::from_std(listener)?` and the
+    /// like), with the declared options.
+    fn adopt(
+        self,
+        transport: Self::Transport,
+    ) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>> {
+        let mut server = self.on_transport(transport, Self::OPTIONS)?;
+        server.server_bind()?;
+        server.server_activate()?;
+        Ok(server)
+    }
+
     /// Creates the declared server with `options` in place of [`OPTIONS`](Declared::OPTIONS),
-    /// its socket not yet bound. The macro generates it; it is the one place where the
-    /// handler is checked against the transport and the concurrency model, so a mismatch is
-    /// one error at the attribute, and a server once made asks nothing more of its types.
+    /// its socket not yet bound.
     fn unbound_with<A>(
         self,
         address: A,
         options: Options,
     ) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>>
     where
-        A: ToAddress<<Self::Transport as Transport>::BindAddress>;
+        A: ToAddress<<Self::Transport as Transport>::BindAddress>,
+    {
+        options.validate()?;
+        let transport = Self::Transport::open(address.to_address()?, &options)?;
+        self.on_transport(transport, options)
+    }
 
     /// Creates the declared server on `address`, bound and listening.
     fn bind<A>(self, address: A) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>>

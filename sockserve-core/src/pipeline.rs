@@ -13,10 +13,7 @@ pub struct Pipeline<T: Transport, H> {
     pub(crate) handler: H,
 }
 
-impl<T: Transport, H> Pipeline<T, H>
-where
-    T::Kind: Dispatch<T, H>,
-{
+impl<T: Transport, H> Pipeline<T, H> {
     /// What handlers see of the server.
     pub fn context(&self) -> &ServerContext<T> {
         &self.context
@@ -27,6 +24,23 @@ where
         &self.handler
     }
 
+    /// Python's `shutdown_request`.
+    pub fn shutdown_request(&self, request: T::Request) {
+        self.context.transport.shutdown_request(request)
+    }
+
+    /// Python's `close_request`.
+    pub fn close_request(&self, request: T::Request) {
+        self.context.transport.close_request(request)
+    }
+}
+
+/// The steps that ask the handler of the transport's kind (`StreamHandler`, `DatagramHandler`,
+/// `RequestHandler`).
+impl<T: Transport, H> Pipeline<T, H>
+where
+    T::Kind: Dispatch<T, H>,
+{
     /// Python's `verify_request`: asks the handler. A panic counts as a refusal and is
     /// reported to `handle_error`.
     pub fn verify_request(&self, request: &T::Request, client_address: &T::Address) -> bool {
@@ -60,20 +74,23 @@ where
         }
     }
 
-    /// Python's `shutdown_request`.
-    pub fn shutdown_request(&self, request: T::Request) {
-        self.context.transport.shutdown_request(request)
-    }
-
-    /// Python's `close_request`.
-    pub fn close_request(&self, request: T::Request) {
-        self.context.transport.close_request(request)
-    }
-
     /// Serves one request where the caller stands (Python's synchronous `process_request`):
+    /// with a prepare stage ([`Transport::PREPARES`]), `prepare` then `verify_request` first;
     /// `finish_request`; on failure `handle_error`; then always `shutdown_request`. Returns
     /// whether the request succeeded.
-    pub fn process_inline(&self, mut request: T::Request, client_address: T::Address) -> bool {
+    pub fn process_inline(&self, mut request: T::Request, mut client_address: T::Address) -> bool {
+        if T::PREPARES {
+            let transport = &self.context.transport;
+            if let Err(error) = guarded(|| Ok(transport.prepare(&mut request, &mut client_address)?)) {
+                self.handle_error(&client_address, &error);
+                self.shutdown_request(request);
+                return false;
+            }
+            if !self.verify_request(&request, &client_address) {
+                self.shutdown_request(request);
+                return false;
+            }
+        }
         let result = self.finish_request(&mut request, &client_address);
         if let Err(error) = &result {
             self.handle_error(&client_address, error);
@@ -82,13 +99,15 @@ where
         result.is_ok()
     }
 
-    pub(crate) fn handle_timeout(&self) {
+    /// Python's `handle_timeout`: asks the handler; a panic is reported, not spread.
+    pub fn handle_timeout(&self) {
         run_hook("handle_timeout", || {
             T::Kind::handle_timeout(&self.handler, &self.context)
         });
     }
 
-    pub(crate) fn service_actions(&self) {
+    /// Python's `service_actions`: asks the handler; a panic is reported, not spread.
+    pub fn service_actions(&self) {
         run_hook("service_actions", || {
             T::Kind::service_actions(&self.handler, &self.context)
         });

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use crate::concurrency::{Concurrency, ProcessRequest};
 use crate::context::{Control, ServerContext, ShutdownHandle};
-use crate::handler::Dispatch;
 use crate::options::Options;
 use crate::pipeline::Pipeline;
 use crate::transport::{ToAddress, Transport};
@@ -58,7 +57,6 @@ impl<T: Transport, C: Concurrency, H> fmt::Debug for Server<T, C, H> {
 impl<T, C, H> Server<T, C, H>
 where
     T: Transport,
-    T::Kind: Dispatch<T, H>,
     C: ProcessRequest<T, H>,
 {
     /// Creates a server on `address` with the default [`Options`], bound and listening
@@ -107,22 +105,24 @@ where
             concurrency,
             steps: Steps {
                 handle_one: Self::verify_and_process,
-                service_actions: Pipeline::service_actions,
-                handle_timeout: Pipeline::handle_timeout,
+                service_actions: C::run_service_actions,
+                handle_timeout: C::run_handle_timeout,
             },
             closed: AtomicBool::new(false),
         })
     }
 
     /// One request, from `get_request` on (Python's `_handle_request_noblock`): verify it,
-    /// then process it, or close a refused one through `shutdown_request`.
+    /// then process it, or close a refused one through `shutdown_request`. With a prepare
+    /// stage ([`Transport::PREPARES`]: a TLS handshake, a PROXY header) the request is
+    /// verified after it, where it is processed, so the accept loop never waits on a client.
     fn verify_and_process(
         concurrency: &C,
         core: &Arc<Pipeline<T, H>>,
         request: T::Request,
         client_address: T::Address,
     ) {
-        if core.verify_request(&request, &client_address) {
+        if T::PREPARES || C::verify_request(core, &request, &client_address) {
             concurrency.process_request(core, request, client_address);
         } else {
             core.shutdown_request(request);

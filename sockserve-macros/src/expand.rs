@@ -82,14 +82,14 @@ pub(crate) fn generate(server: &Server) -> TokenStream {
     }
 }
 
-/// The body of `unbound_with`: `Server::unbound`, whose bounds check the handler against
+/// The body of `on_transport`: `Server::from_transport`, whose bounds check the handler against
 /// the transport and the concurrency model. It is spanned on the transport keyword, so a
 /// handler of the wrong kind (or one a threading server cannot share) is one error there,
 /// with core's message.
 fn construct(server: &Server) -> TokenStream {
     let span = server.transport.span;
     let root = root_at(server, span);
-    quote_spanned!(span=> #root::Server::unbound(address, self, options))
+    quote_spanned!(span=> #root::Server::from_transport(transport, self, options))
 }
 
 /// Where generated code finds sockserve: `::sockserve`, or the `crate = "..."` path.
@@ -204,9 +204,6 @@ fn declared(server: &Server, body: TokenStream) -> TokenStream {
         let handler = quote!(#ident #ty_generics);
         let predicates = &mut generics.make_where_clause().predicates;
         predicates.push(parse_quote!(#handler: 'static));
-        predicates.push(parse_quote!(
-            <#transport as #root::transport::Transport>::Kind: #root::Dispatch<#transport, #handler>
-        ));
         predicates.push(parse_quote!(#concurrency: #root::concurrency::ProcessRequest<#transport, #handler>));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
@@ -218,14 +215,11 @@ fn declared(server: &Server, body: TokenStream) -> TokenStream {
             type Concurrency = #concurrency;
             const OPTIONS: #root::Options = #options;
 
-            fn unbound_with<A>(
+            fn on_transport(
                 self,
-                address: A,
+                transport: #transport,
                 options: #root::Options,
-            ) -> ::core::result::Result<#root::Server<#transport, #concurrency, Self>, ::std::io::Error>
-            where
-                A: #root::transport::ToAddress<<#transport as #root::transport::Transport>::BindAddress>,
-            {
+            ) -> ::core::result::Result<#root::Server<#transport, #concurrency, Self>, ::std::io::Error> {
                 #body
             }
         }
@@ -311,15 +305,12 @@ mod tests {
                 const OPTIONS: ::sockserve::Options = ::sockserve::Options::DEFAULT
                     .timeout(::core::option::Option::Some(::core::time::Duration::from_millis(500)));
 
-                fn unbound_with<A>(
+                fn on_transport(
                     self,
-                    address: A,
+                    transport: ::sockserve::transport::Tcp,
                     options: ::sockserve::Options,
-                ) -> ::core::result::Result<::sockserve::Server<::sockserve::transport::Tcp, ::sockserve::concurrency::Threading, Self>, ::std::io::Error>
-                where
-                    A: ::sockserve::transport::ToAddress<<::sockserve::transport::Tcp as ::sockserve::transport::Transport>::BindAddress>,
-                {
-                    ::sockserve::Server::unbound(address, self, options)
+                ) -> ::core::result::Result<::sockserve::Server<::sockserve::transport::Tcp, ::sockserve::concurrency::Threading, Self>, ::std::io::Error> {
+                    ::sockserve::Server::from_transport(transport, self, options)
                 }
             }
         };
@@ -388,7 +379,7 @@ mod tests {
         let want = quote!(::sockserve::Server<::sockserve::transport::UnixDgram, ::sockserve::concurrency::Forking, Self>);
         assert!(got.contains(&want.to_string()), "{got}");
         assert!(
-            got.contains(&quote!(::sockserve::Server::unbound(address, self, options)).to_string()),
+            got.contains(&quote!(::sockserve::Server::from_transport(transport, self, options)).to_string()),
             "{got}"
         );
     }
@@ -417,7 +408,7 @@ mod tests {
         assert!(got.contains(&want_impl.to_string()), "{got}");
         // Declared for the instances that fit the server.
         let want_bound = quote! {
-            <::sockserve::transport::Tcp as ::sockserve::transport::Transport>::Kind: ::sockserve::Dispatch<::sockserve::transport::Tcp, Echo<'a, T, N> >
+            ::sockserve::concurrency::Forking: ::sockserve::concurrency::ProcessRequest<::sockserve::transport::Tcp, Echo<'a, T, N> >
         };
         assert!(got.contains(&want_bound.to_string()), "{got}");
     }

@@ -198,6 +198,8 @@ impl<T: Transport, H> ProcessRequest<T, H> for Forking
 where
     T::Kind: Dispatch<T, H>,
 {
+    super::transport_kind_hooks!();
+
     fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
         self.wait_for_slot(|| core.context().is_shutdown_requested());
         // Fork while this thread holds std's stdout and stderr locks, and release them on both

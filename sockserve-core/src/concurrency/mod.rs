@@ -14,11 +14,11 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::handler::Dispatch;
 use crate::options::Options;
 use crate::pipeline::Pipeline;
 use crate::transport::Transport;
 
+// The models use the macro above.
 mod forking;
 mod synchronous;
 mod threading;
@@ -42,13 +42,49 @@ pub trait Concurrency: Sized + 'static {
     fn server_close(&self) {}
 }
 
-/// Python's `process_request` for transport `T` and handler `H`.
-pub trait ProcessRequest<T: Transport, H>: Concurrency
-where
-    T::Kind: Dispatch<T, H>,
-{
-    /// Processes one verified request; it must end in [`Pipeline::process_inline`] (or the
-    /// same steps) wherever it runs, and report its own failures (a thread or process that
-    /// cannot start) through [`Pipeline::handle_error`].
-    fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address);
+/// Python's `process_request` for transport `T` and handler `H`, and the hooks of the handler
+/// kind this model serves.
+///
+/// The model chooses the handler kind: the synchronous, threading and forking models serve
+/// the kind of the transport (`T::Kind: Dispatch<T, H>`: a `StreamHandler` for streams, a
+/// `DatagramHandler` for datagrams); another model may serve a kind of its own and answer the
+/// hooks from it. A server needs nothing else of its types than `C: ProcessRequest<T, H>`.
+pub trait ProcessRequest<T: Transport, H>: Concurrency {
+    /// Processes one request, verified at accept unless the transport has a prepare stage
+    /// ([`Transport::PREPARES`]: then it is prepared, then verified, where it is processed). It
+    /// must end in [`Pipeline::process_inline`] (or the same steps) wherever it runs, and
+    /// report its own failures (a thread or process that cannot start) through the handler's
+    /// `handle_error`.
+    fn process_request(
+        &self,
+        pipeline: &Arc<Pipeline<T, H>>,
+        request: T::Request,
+        client_address: T::Address,
+    );
+    /// The handler's `verify_request`, at accept.
+    fn verify_request(pipeline: &Pipeline<T, H>, request: &T::Request, client_address: &T::Address) -> bool;
+    /// Runs the handler's `handle_timeout`.
+    fn run_handle_timeout(pipeline: &Pipeline<T, H>);
+    /// Runs the handler's `service_actions`.
+    fn run_service_actions(pipeline: &Pipeline<T, H>);
 }
+
+/// The hooks of [`ProcessRequest`] for models that serve the transport's own handler kind.
+macro_rules! transport_kind_hooks {
+    () => {
+        fn verify_request(
+            pipeline: &Pipeline<T, H>,
+            request: &T::Request,
+            client_address: &T::Address,
+        ) -> bool {
+            pipeline.verify_request(request, client_address)
+        }
+        fn run_handle_timeout(pipeline: &Pipeline<T, H>) {
+            pipeline.handle_timeout()
+        }
+        fn run_service_actions(pipeline: &Pipeline<T, H>) {
+            pipeline.service_actions()
+        }
+    };
+}
+use transport_kind_hooks;

@@ -23,6 +23,8 @@ impl<T: Transport, H> ProcessRequest<T, H> for Synchronous
 where
     T::Kind: Dispatch<T, H>,
 {
+    super::transport_kind_hooks!();
+
     fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
         core.process_inline(request, client_address);
     }

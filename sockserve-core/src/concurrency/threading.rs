@@ -206,6 +206,8 @@ where
     T::Request: Send,
     H: Send + Sync + 'static,
 {
+    super::transport_kind_hooks!();
+
     fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
         self.pool.join_exited();
         let address = client_address.clone();

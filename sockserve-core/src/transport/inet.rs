@@ -37,9 +37,27 @@ fn bind_inet(socket: SockRef<'_>, address: SocketAddr, options: &Options) -> io:
 pub struct Tcp {
     listener: TcpListener,
     address: SocketAddr,
+    /// Made elsewhere and handed over ([`Tcp::from_std`]): already bound and listening.
+    adopted: bool,
 }
 
 impl Tcp {
+    /// Adopts a socket that already listens: inherited from systemd (`LISTEN_FDS`), from a
+    /// parent process, or from the previous generation of a server being reloaded (Python:
+    /// `bind_and_activate=False`, then replacing `server.socket`). `server_bind` leaves it as
+    /// it is; `server_activate` only applies `oob_inline` and makes it non-blocking;
+    /// `server_close` stops it accepting like any other. Give it to
+    /// [`Server::from_transport`](crate::Server::from_transport) or `Declared::adopt`.
+    pub fn from_std(listener: TcpListener) -> io::Result<Tcp> {
+        let address = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        Ok(Tcp {
+            listener,
+            address,
+            adopted: true,
+        })
+    }
+
     /// The listening socket, for socket options before `server_bind` (create the server with
     /// `Server::unbound`) or at any time after.
     pub fn socket(&self) -> SockRef<'_> {
@@ -59,18 +77,23 @@ impl Transport for Tcp {
         Ok(Tcp {
             listener: socket.into(),
             address,
+            adopted: false,
         })
     }
 
     fn server_bind(&mut self, options: &Options) -> io::Result<()> {
-        self.address = bind_inet(self.socket(), self.address, options)?;
+        if !self.adopted {
+            self.address = bind_inet(self.socket(), self.address, options)?;
+        }
         Ok(())
     }
 
     fn server_activate(&mut self, options: &Options) -> io::Result<()> {
         // Accepted connections inherit SO_OOBINLINE from the listener: one call for all.
         self.socket().set_out_of_band_inline(options.oob_inline)?;
-        self.socket().listen(backlog(options))?;
+        if !self.adopted {
+            self.socket().listen(backlog(options))?;
+        }
         self.listener.set_nonblocking(true)
     }
 
@@ -138,9 +161,23 @@ pub struct Udp {
     socket: Arc<UdpSocket>,
     address: SocketAddr,
     packets: Packets,
+    /// Made elsewhere and handed over ([`Udp::from_std`]): already bound.
+    adopted: bool,
 }
 
 impl Udp {
+    /// Adopts a bound socket made elsewhere (inherited from systemd, a parent, a previous
+    /// generation): `server_bind` leaves it as it is. See [`Tcp::from_std`].
+    pub fn from_std(socket: UdpSocket) -> io::Result<Udp> {
+        let address = socket.local_addr()?;
+        Ok(Udp {
+            socket: Arc::new(socket),
+            address,
+            packets: Packets::new(crate::options::Options::DEFAULT.max_packet_size),
+            adopted: true,
+        })
+    }
+
     /// The server socket, for socket options.
     pub fn socket(&self) -> SockRef<'_> {
         SockRef::from(&*self.socket)
@@ -160,11 +197,14 @@ impl Transport for Udp {
             socket: Arc::new(socket.into()),
             address,
             packets: Packets::new(options.max_packet_size),
+            adopted: false,
         })
     }
 
     fn server_bind(&mut self, options: &Options) -> io::Result<()> {
-        self.address = bind_inet(self.socket(), self.address, options)?;
+        if !self.adopted {
+            self.address = bind_inet(self.socket(), self.address, options)?;
+        }
         Ok(())
     }
 

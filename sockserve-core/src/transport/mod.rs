@@ -88,6 +88,21 @@ pub trait Transport: Sized + 'static {
     fn close_request(&self, request: Self::Request) {
         drop(request)
     }
+    /// Whether requests of this transport go through [`prepare`](Transport::prepare) before
+    /// `verify_request`. Default `false`: `verify_request` runs at accept, in the serving
+    /// thread, as in Python.
+    const PREPARES: bool = false;
+    /// The per-connection prepare stage, run where the request is processed (the handler
+    /// thread, the forked child, the event loop), never in the accept loop, and before
+    /// `verify_request`: a TLS handshake, a PROXY protocol header (which may replace
+    /// `client_address` with the original client's). Only called when
+    /// [`PREPARES`](Transport::PREPARES) is `true`. An error (or panic) goes to
+    /// `handle_error`, then `shutdown_request`; the handler never sees the request. Default:
+    /// nothing.
+    fn prepare(&self, request: &mut Self::Request, client_address: &mut Self::Address) -> io::Result<()> {
+        let _ = (request, client_address);
+        Ok(())
+    }
     /// Waits until a request may be pending (the descriptor is readable) or `wake` is (a
     /// shutdown), at most `timeout`; returns whether `wake` is readable. The serve loop waits
     /// here, so a transport whose requests announce themselves some other way (a database

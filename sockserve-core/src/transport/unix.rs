@@ -278,6 +278,8 @@ fn bind_unix(
 struct Bound {
     address: UnixAddr,
     file: Mutex<Option<SocketFile>>,
+    /// Made elsewhere and handed over: already bound; its socket file is not ours to remove.
+    adopted: bool,
 }
 
 impl Bound {
@@ -285,9 +287,20 @@ impl Bound {
         Bound {
             address,
             file: Mutex::new(None),
+            adopted: false,
         }
     }
+    fn adopted(socket: SockRef<'_>) -> io::Result<Self> {
+        Ok(Bound {
+            address: UnixAddr::from_sockaddr(&socket.local_addr()?),
+            file: Mutex::new(None),
+            adopted: true,
+        })
+    }
     fn bind(&mut self, socket: SockRef<'_>, ty: Type, options: &Options) -> io::Result<()> {
+        if self.adopted {
+            return Ok(());
+        }
         let file = bind_unix(socket, &self.address, ty, options)?;
         *self.file.get_mut().unwrap_or_else(|e| e.into_inner()) = file;
         Ok(())
@@ -308,6 +321,16 @@ pub struct Unix {
 }
 
 impl Unix {
+    /// Adopts a socket that already listens (inherited from systemd, a parent, a previous
+    /// generation): `server_bind` and `server_activate` leave it as it is (it is made
+    /// non-blocking), and `server_close` does not remove its socket file, which belongs to
+    /// whoever made it. See [`Tcp::from_std`](crate::transport::Tcp::from_std).
+    pub fn from_std(listener: UnixListener) -> io::Result<Unix> {
+        let bound = Bound::adopted(SockRef::from(&listener))?;
+        listener.set_nonblocking(true)?;
+        Ok(Unix { listener, bound })
+    }
+
     /// The listening socket, for socket options.
     pub fn socket(&self) -> SockRef<'_> {
         SockRef::from(&self.listener)
@@ -335,8 +358,10 @@ impl Transport for Unix {
     }
 
     fn server_activate(&mut self, options: &Options) -> io::Result<()> {
-        self.socket()
-            .listen(i32::try_from(options.request_queue_size).unwrap_or(i32::MAX))?;
+        if !self.bound.adopted {
+            self.socket()
+                .listen(i32::try_from(options.request_queue_size).unwrap_or(i32::MAX))?;
+        }
         self.listener.set_nonblocking(true)
     }
 
@@ -393,6 +418,17 @@ pub struct UnixDgram {
 }
 
 impl UnixDgram {
+    /// Adopts a bound datagram socket made elsewhere: `server_bind` leaves it as it is and
+    /// `server_close` does not remove its socket file. See [`Unix::from_std`].
+    pub fn from_std(socket: net::UnixDatagram) -> io::Result<UnixDgram> {
+        let bound = Bound::adopted(SockRef::from(&socket))?;
+        Ok(UnixDgram {
+            socket: Arc::new(socket),
+            bound,
+            packets: Packets::new(Options::DEFAULT.max_packet_size),
+        })
+    }
+
     /// The server socket, for socket options.
     pub fn socket(&self) -> SockRef<'_> {
         SockRef::from(&*self.socket)
