@@ -44,10 +44,7 @@ pub trait Declared: Sized + 'static {
         self,
         transport: Self::Transport,
     ) -> io::Result<Server<Self::Transport, Self::Concurrency, Self>> {
-        let mut server = self.on_transport(transport, Self::OPTIONS)?;
-        server.server_bind()?;
-        server.server_activate()?;
-        Ok(server)
+        self.on_transport(transport, Self::OPTIONS)?.bound_and_activated()
     }
 
     /// Creates the declared server with `options` in place of [`OPTIONS`](Declared::OPTIONS),
@@ -89,10 +86,7 @@ pub trait Declared: Sized + 'static {
     where
         A: ToAddress<<Self::Transport as Transport>::BindAddress>,
     {
-        let mut server = self.unbound_with(address, options)?;
-        server.server_bind()?;
-        server.server_activate()?;
-        Ok(server)
+        self.unbound_with(address, options)?.bound_and_activated()
     }
 
     /// Creates the declared server with its socket not yet bound (Python's

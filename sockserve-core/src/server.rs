@@ -71,10 +71,7 @@ where
         handler: H,
         options: Options,
     ) -> io::Result<Self> {
-        let mut server = Self::unbound(address, handler, options)?;
-        server.server_bind()?;
-        server.server_activate()?;
-        Ok(server)
+        Self::unbound(address, handler, options)?.bound_and_activated()
     }
 
     /// Creates a server whose socket is not bound yet (Python's `bind_and_activate=False`):
@@ -136,6 +133,14 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
             io::Error::new(io::ErrorKind::ResourceBusy, "the server has requests in flight")
         })?;
         Ok((&mut core.context.transport, &core.context.options))
+    }
+
+    /// `server_bind`, then `server_activate` (Python's `bind_and_activate=True`); a failure
+    /// drops (and so closes) the server.
+    pub(crate) fn bound_and_activated(mut self) -> io::Result<Self> {
+        self.server_bind()?;
+        self.server_activate()?;
+        Ok(self)
     }
 
     /// Binds the socket (Python's `server_bind`); `server_address` then holds the real address.

@@ -118,14 +118,19 @@ impl Forking {
 
     /// While at `max_children`, waits for a child to exit, polling (from 1 ms, up to 20 ms
     /// apart) so that `give_up` is asked in between: a blocking wait could not see a shutdown.
-    /// Each round asks after every child (not only the cheap probe), so children reaped
-    /// elsewhere (`SIGCHLD` ignored, `SA_NOCLDWAIT`, a library's `waitpid(-1)`) are forgotten
-    /// on `ECHILD` and free their slot.
+    /// Below the cap only the cheap probe runs (once per request). At the cap each round asks
+    /// after every child, so children reaped elsewhere (`SIGCHLD` ignored, `SA_NOCLDWAIT`, a
+    /// library's `waitpid(-1)`) are forgotten on `ECHILD` and free their slot.
     fn wait_for_slot(&self, give_up: impl Fn() -> bool) {
+        let cap = self.max_children.max(1);
+        self.reap_exited(false);
+        if self.active_children() < cap {
+            return;
+        }
         let mut pause = std::time::Duration::from_millis(1);
         loop {
             self.reap_each(false);
-            if self.active_children() < self.max_children.max(1) || give_up() {
+            if self.active_children() < cap || give_up() {
                 return;
             }
             std::thread::sleep(pause);
