@@ -92,6 +92,50 @@ impl BackOff {
     }
 }
 
+/// How many requests a pass of the loop takes before it waits again: every pending one (up to
+/// [`BATCH`]) while requests come in bursts; one while they come one at a time (a ping-pong
+/// client, a lone datagram), so that each does not cost a second `get_request` that only
+/// finds nothing pending (`EAGAIN`): the wait tells when the next one is there. Every
+/// [`Pace::PROBE_EVERY`]th pass drains again, to notice a burst. Only for transports with a
+/// descriptor: a source that is polled every `poll_interval` always drains.
+struct Pace {
+    single: bool,
+    passes: u32,
+    waits: bool,
+}
+
+impl Pace {
+    const PROBE_EVERY: u32 = 8;
+
+    fn new(has_descriptor: bool) -> Self {
+        Pace {
+            single: false,
+            passes: 0,
+            waits: has_descriptor,
+        }
+    }
+
+    #[inline]
+    fn limit(&mut self) -> usize {
+        self.passes = self.passes.wrapping_add(1);
+        if self.waits && self.single && !self.passes.is_multiple_of(Self::PROBE_EVERY) {
+            1
+        } else {
+            BATCH
+        }
+    }
+
+    /// A pass took `taken` requests; `drained`: it stopped because none was pending.
+    #[inline]
+    fn record(&mut self, taken: usize, drained: bool) {
+        if drained {
+            self.single = taken <= 1;
+        } else if taken > 1 {
+            self.single = false;
+        }
+    }
+}
+
 /// At most this many requests are taken per loop iteration before `service_actions` runs
 /// and the shutdown flag is checked again.
 const BATCH: usize = 64;
@@ -114,21 +158,27 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
         };
         let transport = &self.core.context.transport;
         let mut backoff = BackOff::default();
+        let mut pace = Pace::new(transport.fileno().is_some());
         loop {
             let mut taken = 0;
+            let mut drained = false;
             let mut delay = None;
             // A server closed from another thread stops serving: its socket accepts no more.
             if self.is_closed() {
                 return Ok(());
             }
-            while taken < BATCH && !control.is_stopping() {
+            let limit = pace.limit();
+            while taken < limit && !control.is_stopping() {
                 match take_request(transport) {
                     Ok(Some((request, client_address))) => {
                         backoff.succeeded();
                         taken += 1;
                         self.handle_one(request, client_address);
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        drained = true;
+                        break;
+                    }
                     Err(error) => match classify(&error) {
                         AcceptFailure::Retry => {}
                         AcceptFailure::Skip => log::debug!("get_request: skipped a failed request: {error}"),
@@ -142,6 +192,7 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
                     },
                 }
             }
+            pace.record(taken, drained);
             if control.is_stopping() {
                 return Ok(());
             }
