@@ -22,8 +22,23 @@ const PROG_NUM: u32 = 0x2000_5353;
 /// Taken by every test that registers the example's program with rpcbind.
 static RPCBIND: Mutex<()> = Mutex::new(());
 
-fn rpcbind_turn() -> std::sync::MutexGuard<'static, ()> {
-    RPCBIND.lock().unwrap_or_else(|e| e.into_inner())
+/// The turn to register program 536892243 with the system's rpcbind: one test of this binary at
+/// a time (the mutex), and one test run of the machine at a time (an exclusive lock on a file
+/// beside rpcbind's, held while the guard lives), since the program number is fixed by calc.x.
+struct RpcbindTurn {
+    _process: std::sync::MutexGuard<'static, ()>,
+    _machine: std::fs::File,
+}
+
+fn rpcbind_turn() -> RpcbindTurn {
+    let process = RPCBIND.lock().unwrap_or_else(|e| e.into_inner());
+    let machine = std::fs::File::create(std::env::temp_dir().join("sockserve-rpc-calc-rpcbind.lock"))
+        .expect("the rpcbind turn's lock file");
+    machine.lock().expect("the rpcbind turn's lock");
+    RpcbindTurn {
+        _process: process,
+        _machine: machine,
+    }
 }
 
 fn port_of(addr: &str) -> &str {
