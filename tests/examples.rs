@@ -47,8 +47,9 @@ fn stop_in_flight<S: Read + Write>(
 
 // ---------------------------------------------------------------- command line, all examples
 
-const ALL: [&str; 12] = [
+const ALL: [&str; 13] = [
     "echo_tcp",
+    "echo_multiplex",
     "echo_udp",
     "echo_unix_stream",
     "echo_unix_datagram",
@@ -92,8 +93,9 @@ fn every_server_stops_on_sigterm_and_sigint() {
     let stream = dir.join("stream.sock");
     let datagram = dir.join("datagram.sock");
     let db = dir.join("queue.db");
-    let cases: [(&str, &str); 11] = [
+    let cases: [(&str, &str); 12] = [
         ("echo_tcp", "127.0.0.1:0"),
+        ("echo_multiplex", "127.0.0.1:0"),
         ("echo_udp", "127.0.0.1:0"),
         ("echo_unix_stream", stream.to_str().unwrap()),
         ("echo_unix_datagram", datagram.to_str().unwrap()),
@@ -225,6 +227,63 @@ fn echo_tcp_sigint_with_idle_clients_exits_promptly() {
     server.stop_with(libc::SIGINT);
     idle.expect_eof();
     busy.expect_eof();
+}
+
+// ---------------------------------------------------------------------------- echo_multiplex
+
+#[test]
+fn echo_multiplex_speaks_the_echo_tcp_protocol() {
+    let mut server = Server::start("echo_multiplex", &["--bind", "127.0.0.1:0", "--workers", "2"]);
+    let mut clients: Vec<_> = (0..4).map(|_| tcp_client(&server.addr)).collect();
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let line = format!("client {i} round {round}");
+            assert_eq!(client.ask(&line), line);
+        }
+    }
+    let mut last = clients.pop().unwrap();
+    last.send(b"no newline");
+    last.stream().shutdown(Shutdown::Write).unwrap();
+    assert_eq!(last.read_to_end(), b"no newline");
+
+    let out = run_tool(
+        "nc",
+        &["-N", "127.0.0.1", port_of(&server.addr)],
+        b"hello\nworld\n",
+        IO_TIMEOUT,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
+
+    let mut client = tcp_client(&server.addr);
+    client.send(&garbage_line());
+    assert_eq!(client.line_bytes(), garbage_line());
+    let mut ok = vec![b'a'; MAX_LINE - 1];
+    ok.push(b'\n');
+    client.send(&ok);
+    assert_eq!(client.line_bytes(), ok);
+    client.send(&vec![b'x'; MAX_LINE + 1000]);
+    assert_eq!(client.line(), "error: line too long");
+    client.expect_eof();
+    let mut half = tcp_client(&server.addr);
+    half.send(b"half a li");
+    drop(half);
+    let mut rude = tcp_client(&server.addr);
+    rude.send(b"reply to nobody\n");
+    drop(rude);
+    assert_eq!(tcp_client(&server.addr).ask("still here"), "still here");
+    server.assert_alive();
+    assert_no_panic(&server);
+}
+
+#[test]
+fn echo_multiplex_sigterm_sends_the_reply_in_flight() {
+    let mut server = Server::start("echo_multiplex", &["--bind", "127.0.0.1:0", "--delay", "700"]);
+    let addr = server.addr.clone();
+    let mut client = tcp_client(&addr);
+    let reply = stop_in_flight(&mut server, &mut client, b"slow one\n", libc::SIGTERM);
+    assert_eq!(reply, b"slow one\n");
+    client.expect_eof();
+    assert!(TcpStream::connect(&addr).is_err(), "nothing listens after exit");
 }
 
 // ---------------------------------------------------------------------------------- echo_udp

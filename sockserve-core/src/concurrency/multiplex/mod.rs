@@ -38,8 +38,9 @@ pub use handler::{CloseReason, ConnHandle, ConnIo, ConnectionHandler};
 ///   and close.
 /// - Output waits in a per-connection buffer until the socket takes it; while more than
 ///   [`HIGH_WATER`](Multiplex::HIGH_WATER) bytes wait, the connection is not read.
-/// - `server_close` drains: each worker stops reading, flushes pending output (at most
-///   [`DRAIN_TIMEOUT`](Multiplex::DRAIN_TIMEOUT)), runs the `closed` callbacks, and exits;
+/// - `server_close` drains: each worker stops reading, flushes pending output and lets pending
+///   timers fire (at most [`DRAIN_TIMEOUT`](Multiplex::DRAIN_TIMEOUT)), runs the `closed`
+///   callbacks, and exits;
 ///   `server_close` returns when every worker has.
 ///
 /// Stream transports only ([`Tcp`](crate::transport::Tcp), [`Unix`](crate::transport::Unix)):

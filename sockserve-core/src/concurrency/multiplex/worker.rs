@@ -604,6 +604,12 @@ where
                 }
                 Ok(None)
             });
+            // Draining: the reply the timer held is sent, then the connection is closed.
+            if self.shared.mail.closing.load(Ordering::Acquire) {
+                if let Some(conn) = self.conns[index].as_mut().filter(|c| c.timer.is_none()) {
+                    conn.close_after_flush = true;
+                }
+            }
             self.settle(index, fate);
         }
     }
@@ -628,10 +634,16 @@ where
         }
     }
 
-    /// `server_close`: stop reading; close what has nothing left to send.
+    /// `server_close`: stop reading; close what has nothing left to send and no timer pending
+    /// (the others close once their output is written, their timer has fired, or
+    /// `DRAIN_TIMEOUT` has passed).
     fn begin_drain(&mut self) {
         for index in 0..self.conns.len() {
             if let Some(conn) = self.conns[index].as_mut() {
+                // A connection waiting on its timer (a reply in flight) is closed after it fires.
+                if conn.timer.is_some() {
+                    continue;
+                }
                 conn.close_after_flush = true;
                 if conn.pending() == 0 {
                     self.close(index, Fate::Close(CloseReason::ServerClose));
