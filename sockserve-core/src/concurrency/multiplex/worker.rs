@@ -161,8 +161,11 @@ where
                 drain_deadline = Some(Instant::now() + Multiplex::DRAIN_TIMEOUT);
                 self.begin_drain();
             }
-            if closing && self.conns.iter().all(Option::is_none) {
-                break;
+            if closing {
+                self.take_incoming();
+                if self.conns.iter().all(Option::is_none) {
+                    break;
+                }
             }
             let timeout = self.next_deadline(drain_deadline);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -218,13 +221,20 @@ where
     /// Registers the connections handed over since the last look and calls `connected`.
     fn take_incoming(&mut self) {
         let incoming = std::mem::take(&mut *self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+        let closing = self.shared.mail.closing.load(Ordering::Acquire);
+        let gone = self.shared.mail.gone.load(Ordering::Acquire);
         for (fd, client_address) in incoming {
-            if self.shared.mail.closing.load(Ordering::Acquire) {
+            if gone {
+                // Handed over after the worker stopped: never connected, closed unserved.
                 self.core.shutdown_request(T::Request::from(fd));
                 self.limit.release();
                 continue;
             }
             self.admit(fd, client_address);
+        }
+        // Accepted before server_close: connected, then drained like the others.
+        if closing && !gone {
+            self.begin_drain();
         }
     }
 
