@@ -593,6 +593,76 @@ fn chat_relays_lines_to_the_other_members() {
 }
 
 #[test]
+fn chat_multiplex_speaks_the_same_protocol() {
+    let server = Server::start("chat", &["--bind", "127.0.0.1:0", "--multiplex"]);
+    let mut alice = tcp_client(&server.addr);
+    assert!(alice.line().starts_with("* welcome guest-1 (1 online)"));
+    let mut bob = tcp_client(&server.addr);
+    assert!(bob.line().starts_with("* welcome guest-2 (2 online)"));
+    assert_eq!(alice.line(), "* guest-2 joined");
+    assert_eq!(alice.ask("/nick alice"), "* guest-1 is now alice");
+    assert_eq!(bob.line(), "* guest-1 is now alice");
+    alice.send(b"hello bob\n");
+    assert_eq!(bob.line(), "alice: hello bob");
+    assert_eq!(bob.ask("/who"), "* online: alice guest-2");
+    bob.send(b"/quit\n");
+    bob.expect_eof();
+    assert_eq!(alice.line(), "* guest-2 left");
+    assert_no_panic(&server);
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (servers started afterwards
+/// inherit it); returns the new soft limit.
+fn raise_nofile() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a live rlimit that getrlimit fills.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+    rl.rlim_cur = rl.rlim_max;
+    // SAFETY: `rl` is a valid rlimit whose soft limit equals its hard limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }, 0);
+    rl.rlim_cur
+}
+
+#[test]
+fn chat_multiplex_broadcasts_to_5000_clients() {
+    const CLIENTS: usize = 5000;
+    let limit = raise_nofile();
+    assert!(
+        limit as usize > CLIENTS + 100,
+        "the descriptor limit ({limit}) is too low"
+    );
+    let server = Server::start("chat", &["--bind", "127.0.0.1:0", "--multiplex"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut client = tcp_client(&server.addr);
+        let welcome = client.line();
+        assert!(
+            welcome.starts_with(&format!("* welcome guest-{}", i + 1)),
+            "{welcome}"
+        );
+        clients.push(client);
+        assert!(Instant::now() < deadline, "connecting took too long");
+    }
+    clients[0].send(b"hello all\n");
+    for (i, client) in clients.iter_mut().enumerate().skip(1) {
+        // Join notices (the first 100 members get some) come before the broadcast.
+        loop {
+            let line = client.line();
+            if line == "guest-1: hello all" {
+                break;
+            }
+            assert!(line.starts_with("* "), "client {i}: {line}");
+        }
+        assert!(Instant::now() < deadline, "delivery took too long");
+    }
+    assert_no_panic(&server);
+}
+
+#[test]
 fn chat_with_nc() {
     let server = Server::start("chat", &["--bind", "127.0.0.1:0"]);
     let mut listener = tcp_client(&server.addr);
