@@ -448,3 +448,54 @@ fn shutdown_and_server_close_with_100_connections_mid_message() {
     );
     assert_eq!(serving.server.concurrency().open_connections(), 0);
 }
+
+/// Echoes whatever arrives, on any stream transport.
+struct Echo;
+
+impl<T: sockserve::transport::Transport> ConnectionHandler<T> for Echo {
+    type Conn = ();
+
+    fn connected(&self, _io: &mut ConnIo<'_, T>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn input(&self, _conn: &mut (), io: &mut ConnIo<'_, T>, input: &[u8]) -> io::Result<usize> {
+        io.write(input);
+        Ok(input.len())
+    }
+}
+
+#[test]
+fn a_unix_stream_server_multiplexes_too() {
+    let dir = std::env::temp_dir().join(format!("sockserve-mux-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let server = Arc::new(MultiplexUnixStreamServer::with_options(path.as_path(), Echo, options()).unwrap());
+    let serving = Arc::clone(&server);
+    let thread = thread::spawn(move || serving.serve_forever());
+    let clients: Vec<std::os::unix::net::UnixStream> = (0..8)
+        .map(|_| {
+            let c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            c.set_read_timeout(Some(LIMIT)).unwrap();
+            c
+        })
+        .collect();
+    for (i, c) in clients.iter().enumerate() {
+        let mut c = c;
+        c.write_all(format!("unix {i}\n").as_bytes()).unwrap();
+        let mut reader = BufReader::new(c);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("unix {i}\n"));
+    }
+    server.shutdown();
+    thread.join().unwrap().unwrap();
+    server.server_close();
+    for mut c in clients {
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+    assert!(!path.exists(), "server_close removes the socket file");
+    let _ = std::fs::remove_dir_all(&dir);
+}
