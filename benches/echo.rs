@@ -620,6 +620,20 @@ const TARGETS: &[Target] = &[
         min: 0.75,
     },
     Target {
+        label: "W1 ping-pong: ss-multiplex vs tokio",
+        workload: Workload::PingPong,
+        ours: "ss-multiplex",
+        peer: "tokio",
+        min: 1.1,
+    },
+    Target {
+        label: "W2 churn: ss-multiplex vs tokio",
+        workload: Workload::Churn,
+        ours: "ss-multiplex",
+        peer: "tokio",
+        min: 1.0,
+    },
+    Target {
         label: "W2 churn: ss-forking vs py-forking",
         workload: Workload::Churn,
         ours: "ss-forking",
@@ -831,7 +845,7 @@ OPTIONS
   --repeat N              repeats per measurement, interleaved across servers (default 3, quick 1)
   --servers a,b,...       only these servers (default: all); names:
                           tokio raw-threaded raw-sync raw-udp py-threading py-forking py-sync
-                          py-udp ss-sync ss-threading ss-forking ss-udp
+                          py-udp ss-sync ss-threading ss-forking ss-udp ss-multiplex
   --workloads 1,2,3,4     only these workloads (1 ping-pong, 2 churn, 3 UDP, 4 idle memory)
   --idle-conns N          idle connections for workload 4 (default 10000, quick 2000)
   --wait-budget SECS       total time to wait for other work on the machine to stop before runs

@@ -47,8 +47,9 @@ fn stop_in_flight<S: Read + Write>(
 
 // ---------------------------------------------------------------- command line, all examples
 
-const ALL: [&str; 12] = [
+const ALL: [&str; 13] = [
     "echo_tcp",
+    "echo_multiplex",
     "echo_udp",
     "echo_unix_stream",
     "echo_unix_datagram",
@@ -92,8 +93,9 @@ fn every_server_stops_on_sigterm_and_sigint() {
     let stream = dir.join("stream.sock");
     let datagram = dir.join("datagram.sock");
     let db = dir.join("queue.db");
-    let cases: [(&str, &str); 11] = [
+    let cases: [(&str, &str); 12] = [
         ("echo_tcp", "127.0.0.1:0"),
+        ("echo_multiplex", "127.0.0.1:0"),
         ("echo_udp", "127.0.0.1:0"),
         ("echo_unix_stream", stream.to_str().unwrap()),
         ("echo_unix_datagram", datagram.to_str().unwrap()),
@@ -225,6 +227,63 @@ fn echo_tcp_sigint_with_idle_clients_exits_promptly() {
     server.stop_with(libc::SIGINT);
     idle.expect_eof();
     busy.expect_eof();
+}
+
+// ---------------------------------------------------------------------------- echo_multiplex
+
+#[test]
+fn echo_multiplex_speaks_the_echo_tcp_protocol() {
+    let mut server = Server::start("echo_multiplex", &["--bind", "127.0.0.1:0", "--workers", "2"]);
+    let mut clients: Vec<_> = (0..4).map(|_| tcp_client(&server.addr)).collect();
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let line = format!("client {i} round {round}");
+            assert_eq!(client.ask(&line), line);
+        }
+    }
+    let mut last = clients.pop().unwrap();
+    last.send(b"no newline");
+    last.stream().shutdown(Shutdown::Write).unwrap();
+    assert_eq!(last.read_to_end(), b"no newline");
+
+    let out = run_tool(
+        "nc",
+        &["-N", "127.0.0.1", port_of(&server.addr)],
+        b"hello\nworld\n",
+        IO_TIMEOUT,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
+
+    let mut client = tcp_client(&server.addr);
+    client.send(&garbage_line());
+    assert_eq!(client.line_bytes(), garbage_line());
+    let mut ok = vec![b'a'; MAX_LINE - 1];
+    ok.push(b'\n');
+    client.send(&ok);
+    assert_eq!(client.line_bytes(), ok);
+    client.send(&vec![b'x'; MAX_LINE + 1000]);
+    assert_eq!(client.line(), "error: line too long");
+    client.expect_eof();
+    let mut half = tcp_client(&server.addr);
+    half.send(b"half a li");
+    drop(half);
+    let mut rude = tcp_client(&server.addr);
+    rude.send(b"reply to nobody\n");
+    drop(rude);
+    assert_eq!(tcp_client(&server.addr).ask("still here"), "still here");
+    server.assert_alive();
+    assert_no_panic(&server);
+}
+
+#[test]
+fn echo_multiplex_sigterm_sends_the_reply_in_flight() {
+    let mut server = Server::start("echo_multiplex", &["--bind", "127.0.0.1:0", "--delay", "700"]);
+    let addr = server.addr.clone();
+    let mut client = tcp_client(&addr);
+    let reply = stop_in_flight(&mut server, &mut client, b"slow one\n", libc::SIGTERM);
+    assert_eq!(reply, b"slow one\n");
+    client.expect_eof();
+    assert!(TcpStream::connect(&addr).is_err(), "nothing listens after exit");
 }
 
 // ---------------------------------------------------------------------------------- echo_udp
@@ -530,6 +589,76 @@ fn chat_relays_lines_to_the_other_members() {
     bob.send(b"/quit\n");
     bob.expect_eof();
     assert_eq!(alice.line(), "* guest-2 left");
+    assert_no_panic(&server);
+}
+
+#[test]
+fn chat_multiplex_speaks_the_same_protocol() {
+    let server = Server::start("chat", &["--bind", "127.0.0.1:0", "--multiplex"]);
+    let mut alice = tcp_client(&server.addr);
+    assert!(alice.line().starts_with("* welcome guest-1 (1 online)"));
+    let mut bob = tcp_client(&server.addr);
+    assert!(bob.line().starts_with("* welcome guest-2 (2 online)"));
+    assert_eq!(alice.line(), "* guest-2 joined");
+    assert_eq!(alice.ask("/nick alice"), "* guest-1 is now alice");
+    assert_eq!(bob.line(), "* guest-1 is now alice");
+    alice.send(b"hello bob\n");
+    assert_eq!(bob.line(), "alice: hello bob");
+    assert_eq!(bob.ask("/who"), "* online: alice guest-2");
+    bob.send(b"/quit\n");
+    bob.expect_eof();
+    assert_eq!(alice.line(), "* guest-2 left");
+    assert_no_panic(&server);
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (servers started afterwards
+/// inherit it); returns the new soft limit.
+fn raise_nofile() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a live rlimit that getrlimit fills.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+    rl.rlim_cur = rl.rlim_max;
+    // SAFETY: `rl` is a valid rlimit whose soft limit equals its hard limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }, 0);
+    rl.rlim_cur
+}
+
+#[test]
+fn chat_multiplex_broadcasts_to_5000_clients() {
+    const CLIENTS: usize = 5000;
+    let limit = raise_nofile();
+    assert!(
+        limit as usize > CLIENTS + 100,
+        "the descriptor limit ({limit}) is too low"
+    );
+    let server = Server::start("chat", &["--bind", "127.0.0.1:0", "--multiplex"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut client = tcp_client(&server.addr);
+        let welcome = client.line();
+        assert!(
+            welcome.starts_with(&format!("* welcome guest-{}", i + 1)),
+            "{welcome}"
+        );
+        clients.push(client);
+        assert!(Instant::now() < deadline, "connecting took too long");
+    }
+    clients[0].send(b"hello all\n");
+    for (i, client) in clients.iter_mut().enumerate().skip(1) {
+        // Join notices (the first 100 members get some) come before the broadcast.
+        loop {
+            let line = client.line();
+            if line == "guest-1: hello all" {
+                break;
+            }
+            assert!(line.starts_with("* "), "client {i}: {line}");
+        }
+        assert!(Instant::now() < deadline, "delivery took too long");
+    }
     assert_no_panic(&server);
 }
 

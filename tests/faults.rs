@@ -35,3 +35,6 @@ mod reporting;
 
 #[path = "faults/fork.rs"]
 mod fork;
+
+#[path = "faults/multiplex.rs"]
+mod multiplex;

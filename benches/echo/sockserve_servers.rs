@@ -1,5 +1,6 @@
 //! sockserve's servers under test: one echo handler per handler kind, served by
-//! `TcpServer`, `ThreadingTcpServer`, `ForkingTcpServer` and `UdpServer`.
+//! `TcpServer`, `ThreadingTcpServer`, `ForkingTcpServer`, `UdpServer` and
+//! `MultiplexTcpServer` (its workers default to one per CPU, as tokio's runtime).
 //!
 //! Options differ from `Options::DEFAULT` only in `disable_nagle_algorithm`
 //! (every server in the harness sets TCP_NODELAY), `max_children` (the same
@@ -10,8 +11,8 @@ use std::io::{self, BufRead, Write};
 
 use sockserve::transport::{Tcp, Udp};
 use sockserve::{
-    DatagramHandler, DatagramRequest, ForkingTcpServer, Options, StreamHandler, StreamRequest, TcpServer,
-    ThreadingTcpServer, UdpServer,
+    ConnIo, ConnectionHandler, DatagramHandler, DatagramRequest, ForkingTcpServer, MultiplexTcpServer,
+    Options, StreamHandler, StreamRequest, TcpServer, ThreadingTcpServer, UdpServer,
 };
 
 use super::servers::{announce, ServeArgs};
@@ -46,6 +47,27 @@ impl DatagramHandler for Echo {
     }
 }
 
+/// Ping-pong echo on the multiplex model: whatever arrives goes back.
+impl ConnectionHandler<Tcp> for Echo {
+    type Conn = ();
+
+    fn connected(&self, _io: &mut ConnIo<'_, Tcp>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn input(&self, _conn: &mut (), io: &mut ConnIo<'_, Tcp>, input: &[u8]) -> io::Result<usize> {
+        io.write(input);
+        Ok(input.len())
+    }
+
+    fn handle_error(&self, client_address: &std::net::SocketAddr, error: &sockserve::RequestError) {
+        // The load generator closes with RST: a reset is the end of a connection, as elsewhere.
+        if !error.is_peer_event() {
+            sockserve::log_request_error(client_address, error);
+        }
+    }
+}
+
 pub const AVAILABLE: bool = true;
 
 pub fn serve(name: &str, args: &ServeArgs) -> io::Result<()> {
@@ -67,6 +89,11 @@ pub fn serve(name: &str, args: &ServeArgs) -> io::Result<()> {
         }
         "ss-forking" => {
             let server = ForkingTcpServer::with_options(bind, Echo, options)?;
+            announce(server.server_address());
+            server.serve_forever()
+        }
+        "ss-multiplex" => {
+            let server = MultiplexTcpServer::with_options(bind, Echo, options)?;
             announce(server.server_address());
             server.serve_forever()
         }

@@ -263,6 +263,12 @@ fn try_parse_args(spec: &Spec, mut argv: impl Iterator<Item = String>) -> Result
     Ok(Some(args))
 }
 
+/// The `--delay` given on the command line (zero by default), for servers that must not sleep
+/// in a handler (the multiplex ones wait with a timer instead).
+pub fn delay() -> Duration {
+    DELAY.get().copied().unwrap_or_default()
+}
+
 /// Sleeps for the `--delay` given on the command line (no time at all by default).
 pub fn simulate_work() {
     let delay = DELAY.get().copied().unwrap_or_default();

@@ -88,6 +88,7 @@ mod server;
 mod sys;
 pub mod transport;
 
+pub use concurrency::multiplex::{CloseReason, ConnHandle, ConnIo, ConnectionHandler};
 pub use context::{ServerContext, ShutdownHandle};
 pub use declared::Declared;
 pub use handler::{
@@ -99,7 +100,7 @@ pub use options::Options;
 pub use pipeline::Pipeline;
 pub use server::Server;
 
-use concurrency::{Forking, Synchronous, Threading};
+use concurrency::{Forking, Multiplex, Synchronous, Threading};
 use transport::{Tcp, Udp, Unix, UnixDgram};
 
 /// Python's `TCPServer`.
@@ -126,10 +127,14 @@ pub type ForkingUdpServer<H> = Server<Udp, Forking, H>;
 pub type ForkingUnixStreamServer<H> = Server<Unix, Forking, H>;
 /// Python's `ForkingUnixDatagramServer`.
 pub type ForkingUnixDatagramServer<H> = Server<UnixDgram, Forking, H>;
+/// Many connections per event-loop thread over TCP ([`Multiplex`]; Python has no such class).
+pub type MultiplexTcpServer<H> = Server<Tcp, Multiplex, H>;
+/// Many connections per event-loop thread over a Unix stream socket ([`Multiplex`]).
+pub type MultiplexUnixStreamServer<H> = Server<Unix, Multiplex, H>;
 
 /// The names most servers need: `use sockserve::prelude::*;`.
 pub mod prelude {
-    pub use crate::concurrency::{Forking, Synchronous, Threading};
+    pub use crate::concurrency::{Forking, Multiplex, Synchronous, Threading};
     pub use crate::transport::{Tcp, Udp, Unix, UnixAddr, UnixDgram};
     pub use crate::{
         BaseRequest, DatagramHandler, DatagramRequest, Declared, ForkingTcpServer, ForkingUdpServer,
@@ -138,5 +143,8 @@ pub mod prelude {
         StatefulStreamHandler, StreamHandler, StreamRequest, TcpServer, ThreadingTcpServer,
         ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
         UnixDatagramServer, UnixStreamServer,
+    };
+    pub use crate::{
+        CloseReason, ConnHandle, ConnIo, ConnectionHandler, MultiplexTcpServer, MultiplexUnixStreamServer,
     };
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 /// | `rbufsize`, `wbufsize`, `connection_timeout`, `disable_nagle_algorithm` | stream servers | `StreamRequestHandler.rbufsize`, `.wbufsize`, `.timeout`, `.disable_nagle_algorithm` |
 /// | `socket_mode`, `remove_stale_socket` | unix | new |
 /// | `oob_inline` | tcp | new (the socket option `SO_OOBINLINE`) |
+/// | `workers`, `max_connections`, `idle_timeout`, `max_input` | multiplex | new |
 ///
 /// Build one from [`Options::DEFAULT`] (or a declared handler's `OPTIONS`) with the setters,
 /// one per field and named after it, usable in `const` context; or change the public fields
@@ -99,6 +100,21 @@ pub struct Options {
     /// handed to the handler's `handle_urgent` before the in-band bytes after it are read.
     /// RFC 6093 advises new protocols not to use urgent data at all.
     pub oob_inline: bool,
+    /// Multiplex: the number of event-loop threads, each with its own epoll instance.
+    /// `None` (the default) means `std::thread::available_parallelism()`.
+    pub workers: Option<usize>,
+    /// Multiplex: the most connections open at once; at the cap the server stops accepting,
+    /// so new connections wait in the listen backlog. Default `None` (no cap beyond the
+    /// descriptor limit).
+    pub max_connections: Option<usize>,
+    /// Multiplex: a connection that sends nothing and has nothing left to send for this long
+    /// is closed (`handle_error` gets [`RequestError::TimedOut`](crate::RequestError::TimedOut)).
+    /// Default `None`.
+    pub idle_timeout: Option<Duration>,
+    /// Multiplex: the most unread input bytes a connection may hold (what its handler has not
+    /// consumed yet); a connection above it goes to `handle_error` and is closed. Bounds memory
+    /// against oversized messages and slow senders. Default 1 MiB.
+    pub max_input: usize,
 }
 
 impl Options {
@@ -121,6 +137,10 @@ impl Options {
         socket_mode: None,
         remove_stale_socket: true,
         oob_inline: true,
+        workers: None,
+        max_connections: None,
+        idle_timeout: None,
+        max_input: 1 << 20,
     };
 }
 
@@ -158,6 +178,10 @@ setters! {
     socket_mode: Option<u32>,
     remove_stale_socket: bool,
     oob_inline: bool,
+    workers: Option<usize>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<Duration>,
+    max_input: usize,
 }
 
 impl Options {
@@ -187,6 +211,18 @@ impl Options {
         }
         if self.request_queue_size == 0 {
             return invalid("request_queue_size must be at least 1");
+        }
+        if self.workers == Some(0) {
+            return invalid("workers must be at least 1 (None means one per CPU)");
+        }
+        if self.max_connections == Some(0) {
+            return invalid("max_connections must be at least 1 (None means no cap)");
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return invalid("idle_timeout must be above zero (None means no timeout)");
+        }
+        if self.max_input == 0 {
+            return invalid("max_input must be at least 1");
         }
         if self.socket_mode.is_some_and(|mode| mode > 0o7777) {
             return invalid("socket_mode must be a file mode, at most 0o7777");

@@ -473,6 +473,8 @@ mod tests {
             name: "thread_pool",
             ty: "ThreadPool",
             alias_prefix: None,
+            transports: crate::table::Scope::All,
+            why_not: "",
         };
         let input = Input::parse(
             quote!(tcp),

@@ -51,6 +51,9 @@ pub(crate) struct ConcurrencyDef {
     /// `ThreadingTcpServer`); `None` when core has no alias for the model, in which
     /// case the macro names `::sockserve::Server<T, C, H>` directly.
     pub alias_prefix: Option<&'static str>,
+    /// The transports the model serves, and why it serves no others (for the error).
+    pub transports: Scope,
+    pub why_not: &'static str,
 }
 
 /// The concurrency models. The first one is the default when none is written.
@@ -59,16 +62,30 @@ pub(crate) const CONCURRENCY: &[ConcurrencyDef] = &[
         name: "sync",
         ty: "Synchronous",
         alias_prefix: Some(""),
+        transports: Scope::All,
+        why_not: "",
     },
     ConcurrencyDef {
         name: "threading",
         ty: "Threading",
         alias_prefix: Some("Threading"),
+        transports: Scope::All,
+        why_not: "",
     },
     ConcurrencyDef {
         name: "forking",
         ty: "Forking",
         alias_prefix: Some("Forking"),
+        transports: Scope::All,
+        why_not: "",
+    },
+    ConcurrencyDef {
+        name: "multiplex",
+        ty: "Multiplex",
+        alias_prefix: Some("Multiplex"),
+        transports: STREAM,
+        why_not: "it multiplexes connections, and a datagram server already reads every client's \
+                  datagrams from one socket without a thread per client",
     },
 ];
 
@@ -157,6 +174,7 @@ pub(crate) struct KeyDef {
 const STREAM: Scope = Scope::Only(&["tcp", "unix_stream"]);
 const DATAGRAM: Scope = Scope::Only(&["udp", "unix_datagram"]);
 const INET: Scope = Scope::Only(&["tcp", "udp"]);
+const MULTIPLEX: Scope = Scope::Only(&["multiplex"]);
 const UNIX: Scope = Scope::Only(&["unix_stream", "unix_datagram"]);
 
 /// Every option key, in the order of the `Options` struct.
@@ -369,6 +387,64 @@ pub(crate) const KEYS: &[KeyDef] = &[
         example: "false",
         python: "none (new)",
         doc: "Remove a socket file that nobody listens on before binding.",
+    },
+    KeyDef {
+        name: "workers",
+        kind: ValueKind::Int {
+            ty: IntType::Usize,
+            optional: true,
+            min: 1,
+            max: USIZE_MAX,
+        },
+        transports: STREAM,
+        concurrency: MULTIPLEX,
+        default: "one per CPU",
+        example: "4",
+        python: "none (new)",
+        doc: "Event-loop threads, each with its own epoll instance.",
+    },
+    KeyDef {
+        name: "max_connections",
+        kind: ValueKind::Int {
+            ty: IntType::Usize,
+            optional: true,
+            min: 1,
+            max: USIZE_MAX,
+        },
+        transports: STREAM,
+        concurrency: MULTIPLEX,
+        default: "none",
+        example: "10000",
+        python: "none (new)",
+        doc: "Cap on open connections; at the cap, connections wait in the backlog.",
+    },
+    KeyDef {
+        name: "idle_timeout",
+        kind: ValueKind::Duration {
+            optional: true,
+            positive: true,
+        },
+        transports: STREAM,
+        concurrency: MULTIPLEX,
+        default: "none",
+        example: "\"60s\"",
+        python: "none (new)",
+        doc: "Close a connection that made no progress for this long (`handle_error` first).",
+    },
+    KeyDef {
+        name: "max_input",
+        kind: ValueKind::Int {
+            ty: IntType::Usize,
+            optional: false,
+            min: 1,
+            max: USIZE_MAX,
+        },
+        transports: STREAM,
+        concurrency: MULTIPLEX,
+        default: "1048576",
+        example: "65536",
+        python: "none (new)",
+        doc: "Cap on a connection's unconsumed input; above it, `handle_error` and close.",
     },
     KeyDef {
         name: "name",

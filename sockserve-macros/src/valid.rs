@@ -47,6 +47,22 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
         written: false,
     });
 
+    if let (Some(t), Scope::Only(served)) = (&transport, concurrency.def.transports) {
+        if custom_transport.is_none() && !served.contains(&t.def.name) {
+            errors.push(syn::Error::new(
+                concurrency.span,
+                format!(
+                    "`{}` does not serve a `{}` server: {}; use `sync`, `threading` or `forking`, \
+                     or a transport it serves ({})",
+                    concurrency.def.name,
+                    t.def.name,
+                    concurrency.def.why_not,
+                    and_list(served)
+                ),
+            ));
+        }
+    }
+
     let mut options: Vec<OptionValue> = Vec::new();
     let mut name = None;
     let mut krate = None;
@@ -730,12 +746,33 @@ mod tests {
     fn every_pair_is_valid() {
         for t in TRANSPORTS {
             for c in CONCURRENCY {
+                if let Scope::Only(served) = c.transports {
+                    if !served.contains(&t.name) {
+                        continue;
+                    }
+                }
                 let (t, c) = (format_ident!("{}", t.name), format_ident!("{}", c.name));
                 assert!(errors(quote!(#t, #c)).is_empty());
             }
             let t = format_ident!("{}", t.name);
             assert!(errors(quote!(#t)).is_empty());
         }
+    }
+
+    #[test]
+    fn multiplex_serves_stream_transports_only() {
+        assert!(errors(quote!(tcp, multiplex, workers = 2)).is_empty());
+        assert!(errors(quote!(unix_stream, multiplex, max_input = 4096)).is_empty());
+        assert_eq!(
+            error(quote!(udp, multiplex)),
+            "`multiplex` does not serve a `udp` server: it multiplexes connections, and a datagram \
+             server already reads every client's datagrams from one socket without a thread per \
+             client; use `sync`, `threading` or `forking`, or a transport it serves (`tcp` and `unix_stream`)"
+        );
+        assert_eq!(
+            error(quote!(tcp, multiplex, workers = 0)),
+            "`workers` must be at least 1: zero is meaningless here; use a positive integer like `workers = 4`"
+        );
     }
 
     #[test]
@@ -823,7 +860,7 @@ mod tests {
         assert_eq!(
             error(quote!(tcp, threding)),
             "unknown concurrency model `threding`: did you mean `threading`? \
-             (concurrency models: sync, threading, forking)"
+             (concurrency models: sync, threading, forking, multiplex)"
         );
         assert_eq!(
             error(quote!(unix)),
@@ -832,7 +869,7 @@ mod tests {
         );
         assert_eq!(
             error(quote!(tcp, asynchronous_io)),
-            "unknown concurrency model `asynchronous_io`: expected one of sync, threading, forking"
+            "unknown concurrency model `asynchronous_io`: expected one of sync, threading, forking, multiplex"
         );
         // Nothing close, no transport yet: the word stands where a transport goes.
         assert_eq!(
@@ -970,7 +1007,9 @@ mod tests {
                         || matches!(key.transports, Scope::Only(n) if n.contains(&t.name));
                     let applies = applies
                         && (matches!(key.concurrency, Scope::All)
-                            || matches!(key.concurrency, Scope::Only(n) if n.contains(&c.name)));
+                            || matches!(key.concurrency, Scope::Only(n) if n.contains(&c.name)))
+                        && (matches!(c.transports, Scope::All)
+                            || matches!(c.transports, Scope::Only(n) if n.contains(&t.name)));
                     let found = errors(quote!(#ti, #ci, #k = #v));
                     assert_eq!(
                         found.is_empty(),

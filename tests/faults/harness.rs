@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use sockserve::concurrency::ProcessRequest;
 use sockserve::transport::Transport;
-use sockserve::{Dispatch, Server};
+use sockserve::Server;
 
 /// The environment variable that tells a re-executed test binary which scenario it runs.
 const CHILD_ENV: &str = "SOCKSERVE_FAULTS_SCENARIO";
@@ -429,7 +429,6 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 pub fn serving<T, C, H, R>(server: &Server<T, C, H>, body: impl FnOnce() -> R) -> R
 where
     T: Transport,
-    T::Kind: Dispatch<T, H>,
     C: ProcessRequest<T, H> + Sync,
     Server<T, C, H>: Sync,
 {

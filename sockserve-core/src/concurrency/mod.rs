@@ -6,6 +6,7 @@
 //! | [`Synchronous`] | in the serving thread, one at a time | quick requests, datagrams | one slow client stalls all |
 //! | [`Threading`] | in a thread of its own (reused for later requests) | connections that live a while | shared state needs locks |
 //! | [`Forking`] | in a forked child process | isolation, crash containment | no shared memory; a fork per request |
+//! | [`Multiplex`] | as callbacks of a per-connection state machine, many connections per event-loop thread | many connections, most of them idle; high request rates | callbacks must not block |
 //!
 //! A mix-in is two traits: [`Concurrency`] (its life cycle, independent of transport and
 //! handler) and [`ProcessRequest`] (`process_request` for a given transport and handler). New models
@@ -20,10 +21,12 @@ use crate::transport::Transport;
 
 // The models use the macro above.
 mod forking;
+pub mod multiplex;
 mod synchronous;
 mod threading;
 
 pub use forking::Forking;
+pub use multiplex::Multiplex;
 pub use synchronous::Synchronous;
 pub use threading::Threading;
 

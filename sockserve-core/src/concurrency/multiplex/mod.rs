@@ -1,0 +1,308 @@
+//! The multiplex model: many connections per thread on epoll (the seed's "explicit table of
+//! partially finished requests", with `select()` become epoll through `mio`).
+//!
+//! The serve loop accepts as for the other models and runs `verify_request` at accept;
+//! `process_request` hands the connection to one of `workers` event-loop threads (round
+//! robin), each with its own poller. A worker drives each connection's
+//! [`ConnectionHandler`] callbacks; an idle connection holds no thread and a few hundred
+//! bytes of user-space memory.
+
+use std::any::Any;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::{Concurrency, ProcessRequest};
+use crate::handler::{guarded, report_error, RequestError};
+use crate::options::Options;
+use crate::pipeline::Pipeline;
+use crate::transport::{StreamKind, Transport};
+
+mod handler;
+mod worker;
+
+pub use handler::{CloseReason, ConnHandle, ConnIo, ConnectionHandler};
+
+/// Serves many connections per thread: `workers` event loops (epoll through `mio`), each
+/// owning the connections handed to it, driving a [`ConnectionHandler`] per connection.
+///
+/// - `workers`: event-loop threads, default one per CPU (`available_parallelism`).
+/// - `max_connections`: at the cap the serve loop stops accepting, so new connections wait
+///   in the listen backlog, until one closes.
+/// - `idle_timeout`: a connection with no progress (nothing read, nothing written) for this
+///   long goes to `handle_error` ([`RequestError::TimedOut`]) and is closed.
+/// - `max_input`: the most unconsumed input a connection may hold; above it, `handle_error`
+///   and close.
+/// - Output waits in a per-connection buffer until the socket takes it; while more than
+///   [`HIGH_WATER`](Multiplex::HIGH_WATER) bytes wait, the connection is not read.
+/// - `server_close` drains: each worker stops reading, flushes pending output and lets pending
+///   timers fire (at most [`DRAIN_TIMEOUT`](Multiplex::DRAIN_TIMEOUT)), runs the `closed`
+///   callbacks, and exits;
+///   `server_close` returns when every worker has.
+///
+/// Stream transports only ([`Tcp`](crate::transport::Tcp), [`Unix`](crate::transport::Unix)):
+/// a datagram server already reads every datagram from one socket without a thread per
+/// client, so there is nothing to multiplex, and the DSL refuses `multiplex` there. A
+/// transport with a prepare stage (TLS) is not supported: its handshake blocks.
+pub struct Multiplex {
+    workers: usize,
+    max_connections: Option<usize>,
+    /// Connections handed to workers and not closed yet.
+    limit: Arc<Limit>,
+    /// The workers, started with the first connection (type-erased: `Pool<T, H>`).
+    pool: OnceLock<Box<dyn PoolControl>>,
+}
+
+impl std::fmt::Debug for Multiplex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Multiplex")
+            .field("workers", &self.workers)
+            .field("open_connections", &self.open_connections())
+            .finish()
+    }
+}
+
+/// The count of open connections, and where the serve loop waits at `max_connections`.
+#[derive(Default)]
+pub(crate) struct Limit {
+    pub(crate) open: AtomicUsize,
+    lock: Mutex<()>,
+    freed: Condvar,
+    cap: usize,
+}
+
+impl Limit {
+    /// A connection closed.
+    pub(crate) fn release(&self) {
+        let before = self.open.fetch_sub(1, Ordering::AcqRel);
+        if before == self.cap {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.freed.notify_all();
+        }
+    }
+}
+
+/// What `server_close` needs of the type-erased pool.
+trait PoolControl: Send + Sync {
+    fn close(&self);
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The worker threads of one server.
+struct Pool<T: Transport> {
+    workers: Vec<Arc<worker::Shared<T>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    next: AtomicUsize,
+}
+
+impl<T: Transport + Send + Sync> PoolControl for Pool<T> {
+    fn close(&self) {
+        for w in &self.workers {
+            w.mail.closing.store(true, Ordering::Release);
+            w.mail.wake();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            if t.join().is_err() {
+                report_error(format_args!("a multiplex worker panicked"));
+            }
+        }
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Multiplex {
+    /// While more than this many bytes of a connection's output wait to be written, the
+    /// connection is not read (backpressure).
+    pub const HIGH_WATER: usize = 256 * 1024;
+    /// How long `server_close` waits for pending output to be written before it closes the
+    /// connections anyway.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// The number of event-loop threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Connections open now (accepted, not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.limit.open.load(Ordering::Acquire)
+    }
+
+    fn start<T, H>(&self, core: &Arc<Pipeline<T, H>>) -> io::Result<Pool<T>>
+    where
+        T: Transport<Kind = StreamKind> + Send + Sync,
+        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        H: ConnectionHandler<T>,
+    {
+        let options = core.context().options();
+        let config = worker::Config {
+            idle_timeout: options.idle_timeout,
+            max_input: options.max_input,
+        };
+        let mut workers = Vec::with_capacity(self.workers);
+        let mut threads = Vec::with_capacity(self.workers);
+        let pool_result = (|| {
+            for i in 0..self.workers {
+                let (shared, poll) = worker::Worker::<T, H>::prepare()?;
+                let (core, limit, thread_shared) =
+                    (Arc::clone(core), Arc::clone(&self.limit), Arc::clone(&shared));
+                let thread = std::thread::Builder::new()
+                    .name(format!("sockserve-mux-{i}"))
+                    .spawn(move || worker::Worker::start(core, config, limit, thread_shared, poll))?;
+                workers.push(shared);
+                threads.push(thread);
+            }
+            Ok(())
+        })();
+        let pool = Pool {
+            workers,
+            threads: Mutex::new(threads),
+            next: AtomicUsize::new(0),
+        };
+        match pool_result {
+            Ok(()) => Ok(pool),
+            Err(e) => {
+                pool.close();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Concurrency for Multiplex {
+    fn new(options: &Options) -> io::Result<Self> {
+        let workers = match options.workers {
+            Some(n) => n.max(1),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Multiplex {
+            workers,
+            max_connections: options.max_connections,
+            limit: Arc::new(Limit {
+                cap: options.max_connections.unwrap_or(usize::MAX),
+                ..Limit::default()
+            }),
+            pool: OnceLock::new(),
+        })
+    }
+
+    fn server_close(&self) {
+        if let Some(pool) = self.pool.get() {
+            pool.close();
+        }
+    }
+}
+
+impl<T, H> ProcessRequest<T, H> for Multiplex
+where
+    T: Transport<Kind = StreamKind> + Send + Sync,
+    T::Request: Into<OwnedFd> + From<OwnedFd>,
+    H: ConnectionHandler<T>,
+{
+    fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
+        if T::PREPARES {
+            let error = io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the multiplex model does not run a transport's prepare stage",
+            );
+            Self::report(core, &client_address, &RequestError::Io(error));
+            core.shutdown_request(request);
+            return;
+        }
+        if let Some(cap) = self.max_connections {
+            // At the cap the loop stops accepting; a shutdown lifts the wait for the connection
+            // already accepted.
+            let mut guard = self.limit.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while self.limit.open.load(Ordering::Acquire) >= cap && !core.context().is_shutdown_requested() {
+                guard = self
+                    .limit
+                    .freed
+                    .wait_timeout(guard, Duration::from_millis(50))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        if self.pool.get().is_none() {
+            match self.start(core) {
+                Ok(pool) => {
+                    let _ = self.pool.set(Box::new(pool));
+                }
+                Err(e) => {
+                    Self::report(core, &client_address, &RequestError::Io(e));
+                    core.shutdown_request(request);
+                    return;
+                }
+            }
+        }
+        let Some(pool) = self.pool.get().and_then(|p| p.as_any().downcast_ref::<Pool<T>>()) else {
+            // One Multiplex serves one server, so the pool is always of this server's types.
+            core.shutdown_request(request);
+            return;
+        };
+        let fd: OwnedFd = request.into();
+        if let Err(e) = socket2::SockRef::from(&fd).set_nonblocking(true) {
+            Self::report(core, &client_address, &RequestError::Io(e));
+            core.shutdown_request(T::Request::from(fd));
+            return;
+        }
+        if core.context().options().disable_nagle_algorithm {
+            // Not every stream socket is TCP: an error here only means there is no Nagle.
+            let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+        }
+        self.limit.open.fetch_add(1, Ordering::AcqRel);
+        let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.workers.len();
+        pool.workers[i].hand_over(fd, client_address);
+    }
+
+    fn verify_request(pipeline: &Pipeline<T, H>, request: &T::Request, client_address: &T::Address) -> bool {
+        match guarded(|| Ok(pipeline.handler().verify_request(request, client_address))) {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                Self::report(pipeline, client_address, &error);
+                false
+            }
+        }
+    }
+
+    fn run_handle_timeout(pipeline: &Pipeline<T, H>) {
+        if let Err(e) = guarded(|| {
+            pipeline.handler().handle_timeout(pipeline.context());
+            Ok(())
+        }) {
+            report_error(format_args!("handle_timeout failed: {e}"));
+        }
+    }
+
+    fn run_service_actions(pipeline: &Pipeline<T, H>) {
+        if let Err(e) = guarded(|| {
+            pipeline.handler().service_actions(pipeline.context());
+            Ok(())
+        }) {
+            report_error(format_args!("service_actions failed: {e}"));
+        }
+    }
+}
+
+impl Multiplex {
+    /// The handler's `handle_error`, a panic in it logged.
+    pub(crate) fn report<T: Transport, H: ConnectionHandler<T>>(
+        pipeline: &Pipeline<T, H>,
+        client_address: &T::Address,
+        error: &RequestError,
+    ) {
+        if let Err(panic) = guarded(|| {
+            pipeline.handler().handle_error(client_address, error);
+            Ok(())
+        }) {
+            report_error(format_args!(
+                "handle_error for {client_address} failed: {panic} (while reporting: {error})"
+            ));
+        }
+    }
+}

@@ -1,0 +1,705 @@
+//! One event-loop thread of the multiplex model: its poller, its connections, their callbacks.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::handler::{Asked, CloseReason, ConnIo, ConnectionHandler, Mailbox, Message};
+use super::{Limit, Multiplex};
+use crate::handler::{guarded, RequestError};
+use crate::pipeline::Pipeline;
+use crate::transport::Transport;
+
+/// The waker's token; connection `i` has token `i + 1`.
+const WAKER: Token = Token(0);
+/// Bytes read per `read` call, into a buffer shared by the worker's connections.
+const SCRATCH: usize = 64 * 1024;
+/// A connection's input or output buffer larger than this is given back once empty.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// The options a worker applies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_input: usize,
+}
+
+/// The part of a worker the serve loop hands connections to.
+pub(crate) struct Shared<T: Transport> {
+    pub(crate) mail: Arc<Mailbox>,
+    incoming: Mutex<Vec<(OwnedFd, T::Address)>>,
+}
+
+impl<T: Transport> Shared<T> {
+    /// Hands a connection (non-blocking already) to the worker.
+    pub(crate) fn hand_over(&self, fd: OwnedFd, client_address: T::Address) {
+        let was_empty = {
+            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = incoming.is_empty();
+            incoming.push((fd, client_address));
+            was_empty
+        };
+        if was_empty {
+            self.mail.wake();
+        }
+    }
+}
+
+/// One connection in the worker's table.
+struct Conn<T: Transport, S> {
+    socket: socket2::Socket,
+    client_address: T::Address,
+    /// `None` only while a callback has it out, and after `closed`.
+    state: Option<S>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Bytes of `output` already written.
+    written: usize,
+    generation: u64,
+    last_progress: Instant,
+    timer: Option<Instant>,
+    /// The client sent FIN.
+    read_closed: bool,
+    /// Output could not be written at once: `drained` is due when it is.
+    blocked: bool,
+    /// Reading stopped because the output was above the high-water mark.
+    paused: bool,
+    close_after_flush: bool,
+    shutdown_after_flush: bool,
+    write_shut: bool,
+}
+
+impl<T: Transport, S> Conn<T, S> {
+    fn pending(&self) -> usize {
+        self.output.len() - self.written
+    }
+}
+
+/// What ended a connection's turn.
+enum Fate {
+    Open,
+    Close(CloseReason),
+    Fail(RequestError),
+}
+
+/// The worker: its poller, its table of connections, and the server it serves.
+pub(crate) struct Worker<T: Transport, H: ConnectionHandler<T>> {
+    core: Arc<Pipeline<T, H>>,
+    config: Config,
+    limit: Arc<Limit>,
+    shared: Arc<Shared<T>>,
+    poll: Poll,
+    conns: Vec<Option<Conn<T, H::Conn>>>,
+    free: Vec<usize>,
+    generations: u64,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    scratch: Vec<u8>,
+    next_sweep: Option<Instant>,
+}
+
+impl<T, H> Worker<T, H>
+where
+    T: Transport + Send + Sync,
+    T::Request: Into<OwnedFd> + From<OwnedFd>,
+    H: ConnectionHandler<T>,
+{
+    /// Makes a worker's poller and the part the serve loop shares; [`start`](Self::start)
+    /// runs it on its thread (connection state is not `Send`, so the worker is made there).
+    pub(crate) fn prepare() -> io::Result<(Arc<Shared<T>>, Poll)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let shared = Arc::new(Shared {
+            mail: Arc::new(Mailbox {
+                waker,
+                queue: Mutex::new(Vec::new()),
+                closing: AtomicBool::new(false),
+                gone: AtomicBool::new(false),
+            }),
+            incoming: Mutex::new(Vec::new()),
+        });
+        Ok((shared, poll))
+    }
+
+    /// Runs a worker on the calling thread until `server_close` has drained it.
+    pub(crate) fn start(
+        core: Arc<Pipeline<T, H>>,
+        config: Config,
+        limit: Arc<Limit>,
+        shared: Arc<Shared<T>>,
+        poll: Poll,
+    ) {
+        Worker {
+            core,
+            config,
+            limit,
+            shared,
+            poll,
+            conns: Vec::new(),
+            free: Vec::new(),
+            generations: 0,
+            timers: BinaryHeap::new(),
+            scratch: vec![0; SCRATCH],
+            next_sweep: None,
+        }
+        .run()
+    }
+
+    /// The event loop, until `server_close` has drained the connections.
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let closing = self.shared.mail.closing.load(Ordering::Acquire);
+            if closing && drain_deadline.is_none() {
+                drain_deadline = Some(Instant::now() + Multiplex::DRAIN_TIMEOUT);
+                self.begin_drain();
+            }
+            if closing {
+                self.take_incoming();
+                if self.conns.iter().all(Option::is_none) {
+                    break;
+                }
+            }
+            let timeout = self.next_deadline(drain_deadline);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("multiplex worker: poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let mut woken = false;
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    woken = true;
+                    continue;
+                }
+                let index = event.token().0 - 1;
+                if event.is_writable() || event.is_error() {
+                    self.on_writable(index);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(index, event.is_read_closed() || event.is_error());
+                }
+            }
+            if woken {
+                self.take_incoming();
+                self.take_messages();
+            }
+            self.fire_timers();
+            self.sweep_idle();
+            if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+                for index in 0..self.conns.len() {
+                    self.close(index, Fate::Close(CloseReason::ServerClose));
+                }
+            }
+        }
+        self.shared.mail.gone.store(true, Ordering::Release);
+        // Connections handed over after the last look are closed unserved.
+        self.take_incoming();
+    }
+
+    /// How long the poller may wait: until the nearest timer, idle sweep or drain deadline.
+    fn next_deadline(&self, drain: Option<Instant>) -> Option<Duration> {
+        let mut next = drain;
+        if let Some(Reverse((at, _, _))) = self.timers.peek() {
+            next = Some(next.map_or(*at, |n| n.min(*at)));
+        }
+        if let Some(at) = self.next_sweep {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        next.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Registers the connections handed over since the last look and calls `connected`.
+    fn take_incoming(&mut self) {
+        let incoming = std::mem::take(&mut *self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+        let closing = self.shared.mail.closing.load(Ordering::Acquire);
+        let gone = self.shared.mail.gone.load(Ordering::Acquire);
+        for (fd, client_address) in incoming {
+            if gone {
+                // Handed over after the worker stopped: never connected, closed unserved.
+                self.core.shutdown_request(T::Request::from(fd));
+                self.limit.release();
+                continue;
+            }
+            self.admit(fd, client_address);
+        }
+        // Accepted before server_close: connected, then drained like the others.
+        if closing && !gone {
+            self.begin_drain();
+        }
+    }
+
+    fn admit(&mut self, fd: OwnedFd, client_address: T::Address) {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        let raw = fd.as_raw_fd();
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&raw),
+            Token(index + 1),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free.push(index);
+            Multiplex::report(&self.core, &client_address, &RequestError::Io(e));
+            self.core.shutdown_request(T::Request::from(fd));
+            self.limit.release();
+            return;
+        }
+        self.generations += 1;
+        let now = Instant::now();
+        if self.next_sweep.is_none() {
+            self.next_sweep = self.config.idle_timeout.map(|t| now + sweep_every(t));
+        }
+        self.conns[index] = Some(Conn {
+            socket: socket2::Socket::from(fd),
+            client_address,
+            state: None,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            generation: self.generations,
+            last_progress: now,
+            timer: None,
+            read_closed: false,
+            blocked: false,
+            paused: false,
+            close_after_flush: false,
+            shutdown_after_flush: false,
+            write_shut: false,
+        });
+        let fate = self.callback(index, |handler, _, io, _| {
+            let state = handler.connected(io)?;
+            Ok(Some(state))
+        });
+        self.settle(index, fate);
+    }
+
+    /// Runs one callback on connection `index` with its state, its `ConnIo` and (for `input`)
+    /// the bytes it sees; applies what it asked. A panic or error fails the connection.
+    fn callback<F>(&mut self, index: usize, f: F) -> Fate
+    where
+        F: FnOnce(&H, Option<&mut H::Conn>, &mut ConnIo<'_, T>, &[u8]) -> io::Result<Option<H::Conn>>,
+    {
+        self.callback_with(index, None, f)
+    }
+
+    /// [`callback`](Self::callback) that shows the callback input bytes: `data` is
+    /// `Some((true, len))` for the first `len` bytes of the scratch buffer, `Some((false, _))`
+    /// for the connection's unconsumed input.
+    fn callback_with<F>(&mut self, index: usize, data: Option<(bool, usize)>, f: F) -> Fate
+    where
+        F: FnOnce(&H, Option<&mut H::Conn>, &mut ConnIo<'_, T>, &[u8]) -> io::Result<Option<H::Conn>>,
+    {
+        let Some(conn) = self.conns[index].as_mut() else {
+            return Fate::Open;
+        };
+        let mut asked = Asked::default();
+        let mut state = conn.state.take();
+        let bytes: &[u8] = match data {
+            Some((true, len)) => &self.scratch[..len],
+            Some((false, _)) => &conn.input,
+            None => &[],
+        };
+        let mut io = ConnIo {
+            out: &mut conn.output,
+            asked: &mut asked,
+            mail: &self.shared.mail,
+            token: index,
+            generation: conn.generation,
+            server: self.core.context(),
+            client_address: &conn.client_address,
+        };
+        let handler = self.core.handler();
+        let result = guarded(|| Ok(f(handler, state.as_mut(), &mut io, bytes)?));
+        match result {
+            Ok(Some(new_state)) => conn.state = Some(new_state),
+            Ok(None) => conn.state = state,
+            Err(error) => {
+                conn.state = state;
+                return Fate::Fail(error);
+            }
+        }
+        if asked.close {
+            conn.close_after_flush = true;
+        }
+        if asked.shutdown_write {
+            conn.shutdown_after_flush = true;
+        }
+        if let Some(at) = asked.timer {
+            conn.timer = Some(at);
+            self.timers.push(Reverse((at, index, conn.generation)));
+        } else if asked.cancel_timer {
+            conn.timer = None;
+        }
+        Fate::Open
+    }
+
+    /// After a callback: writes what it queued, closes or fails the connection when due.
+    fn settle(&mut self, index: usize, fate: Fate) {
+        match fate {
+            Fate::Open => {}
+            other => return self.close(index, other),
+        }
+        let fate = self.flush(index);
+        if !matches!(fate, Fate::Open) {
+            self.close(index, fate);
+        }
+    }
+
+    /// Writes pending output; applies close- and shutdown-after-flush; calls `drained` when
+    /// output that had waited is all written.
+    fn flush(&mut self, index: usize) -> Fate {
+        let Some(conn) = self.conns[index].as_mut() else {
+            return Fate::Open;
+        };
+        while conn.pending() > 0 {
+            match (&conn.socket).write(&conn.output[conn.written..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    conn.written += n;
+                    conn.last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.blocked = true;
+                    return Fate::Open;
+                }
+                Err(e) => return Fate::Fail(RequestError::from(e)),
+            }
+        }
+        conn.output.clear();
+        conn.written = 0;
+        if conn.output.capacity() > KEEP_CAPACITY {
+            conn.output = Vec::new();
+        }
+        if conn.close_after_flush {
+            let reason = if conn.read_closed {
+                CloseReason::PeerClosed
+            } else {
+                CloseReason::Closed
+            };
+            return Fate::Close(reason);
+        }
+        if conn.shutdown_after_flush && !conn.write_shut {
+            conn.write_shut = true;
+            let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+        }
+        if std::mem::take(&mut conn.blocked) && !self.shared.mail.closing.load(Ordering::Acquire) {
+            let fate = self.callback(index, |handler, state, io, _| {
+                if let Some(state) = state {
+                    handler.drained(state, io)?;
+                }
+                Ok(None)
+            });
+            if !matches!(fate, Fate::Open) {
+                return fate;
+            }
+            // What `drained` wrote goes out now.
+            if self.conns[index]
+                .as_ref()
+                .is_some_and(|c| c.pending() > 0 || c.close_after_flush)
+            {
+                return self.flush(index);
+            }
+        }
+        Fate::Open
+    }
+
+    fn on_writable(&mut self, index: usize) {
+        let Some(conn) = self.conns[index].as_ref() else {
+            return;
+        };
+        if conn.pending() == 0 && !conn.blocked {
+            return;
+        }
+        let fate = self.flush(index);
+        if !matches!(fate, Fate::Open) {
+            return self.close(index, fate);
+        }
+        // Input the handler left unconsumed for want of room is handed back first; then, if
+        // reading had stopped for the output, the socket is read (edge-triggered: what arrived
+        // meanwhile raised no new event).
+        self.redeliver_all(index);
+        let resume = self.conns[index].as_mut().is_some_and(|c| {
+            c.paused && c.pending() <= Multiplex::HIGH_WATER && !std::mem::take(&mut c.paused)
+        });
+        if resume {
+            self.on_readable(index, true);
+        }
+    }
+
+    /// Hands unconsumed input to `input` again while it consumes some (the handler stopped
+    /// consuming because its output was above the high-water mark, and now it is not).
+    fn redeliver_all(&mut self, index: usize) {
+        while self.redeliver(index) > 0 {}
+    }
+
+    /// Hands unconsumed input to `input` again once, when the output is below the high-water
+    /// mark; returns how much it consumed.
+    fn redeliver(&mut self, index: usize) -> usize {
+        let Some(conn) = self.conns[index].as_ref() else {
+            return 0;
+        };
+        if conn.input.is_empty()
+            || conn.read_closed
+            || conn.close_after_flush
+            || conn.pending() > Multiplex::HIGH_WATER
+            || self.shared.mail.closing.load(Ordering::Acquire)
+        {
+            return 0;
+        }
+        let len = conn.input.len();
+        let mut consumed = 0;
+        let fate = self.callback_with(index, Some((false, len)), |handler, state, io, data| {
+            if let Some(state) = state {
+                consumed = handler.input(state, io, data)?.min(data.len());
+            }
+            Ok(None)
+        });
+        if !matches!(fate, Fate::Open) {
+            self.close(index, fate);
+            return 0;
+        }
+        if let Some(conn) = self.conns[index].as_mut() {
+            conn.input.drain(..consumed);
+        }
+        self.settle(index, Fate::Open);
+        consumed
+    }
+
+    /// Reads what the socket has, hands it to `input`, until the socket is empty, the output
+    /// is above the high-water mark or the connection ends. Unless `until_blocked` (the event
+    /// said the client closed, or the connection was paused), a short read ends it: the socket
+    /// was emptied, and the next arrival is a new edge.
+    fn on_readable(&mut self, index: usize, until_blocked: bool) {
+        let closing = self.shared.mail.closing.load(Ordering::Acquire);
+        loop {
+            let Some(conn) = self.conns[index].as_mut() else {
+                return;
+            };
+            if conn.pending() > Multiplex::HIGH_WATER {
+                conn.paused = true;
+                return;
+            }
+            if conn.read_closed || closing || conn.close_after_flush {
+                return;
+            }
+            let from_scratch = conn.input.is_empty();
+            let read = if from_scratch {
+                (&conn.socket).read(&mut self.scratch)
+            } else {
+                // Input left over from before: append to it, at most up to max_input + 1.
+                let room = (self.config.max_input + 1)
+                    .saturating_sub(conn.input.len())
+                    .clamp(1, SCRATCH);
+                let start = conn.input.len();
+                conn.input.resize(start + room, 0);
+                let read = (&conn.socket).read(&mut conn.input[start..]);
+                let got = *read.as_ref().unwrap_or(&0);
+                conn.input.truncate(start + got);
+                read
+            };
+            let n = match read {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    let fate = self.callback_with(index, Some((false, 0)), |handler, state, io, rest| {
+                        if let Some(state) = state {
+                            handler.read_closed(state, io, rest)?;
+                        }
+                        Ok(None)
+                    });
+                    return self.settle(index, fate);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.close(index, Fate::Fail(RequestError::from(e))),
+            };
+            conn.last_progress = Instant::now();
+            let len = if from_scratch { n } else { conn.input.len() };
+            let mut consumed = 0;
+            let fate = self.callback_with(index, Some((from_scratch, len)), |handler, state, io, data| {
+                if let Some(state) = state {
+                    consumed = handler.input(state, io, data)?.min(data.len());
+                }
+                Ok(None)
+            });
+            if !matches!(fate, Fate::Open) {
+                return self.close(index, fate);
+            }
+            let max_input = self.config.max_input;
+            let Some(conn) = self.conns[index].as_mut() else {
+                return;
+            };
+            if from_scratch {
+                conn.input.extend_from_slice(&self.scratch[consumed..n]);
+            } else {
+                conn.input.drain(..consumed);
+            }
+            if conn.input.is_empty() && conn.input.capacity() > KEEP_CAPACITY {
+                conn.input = Vec::new();
+            }
+            if conn.input.len() > max_input {
+                let error = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("more than max_input ({max_input} bytes) of unconsumed input"),
+                );
+                return self.close(index, Fate::Fail(RequestError::Io(error)));
+            }
+            self.settle(index, Fate::Open);
+            if consumed > 0 {
+                // The handler may have stopped for its output, which the socket has taken.
+                self.redeliver_all(index);
+            }
+            if n < SCRATCH && from_scratch && !until_blocked {
+                return;
+            }
+        }
+    }
+
+    /// Applies the sends and closes queued by `ConnHandle`s.
+    fn take_messages(&mut self) {
+        let messages = std::mem::take(&mut *self.shared.mail.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        for message in messages {
+            let (token, generation) = match &message {
+                Message::Send {
+                    token, generation, ..
+                }
+                | Message::Close { token, generation } => (*token, *generation),
+            };
+            let Some(conn) = self.conns.get_mut(token).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.generation != generation || conn.close_after_flush && conn.pending() == 0 {
+                continue;
+            }
+            match message {
+                Message::Send { data, .. } => conn.output.extend_from_slice(&data),
+                Message::Close { .. } => conn.close_after_flush = true,
+            }
+            self.settle(token, Fate::Open);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, index, generation))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.generation != generation || conn.timer != Some(at) {
+                continue;
+            }
+            conn.timer = None;
+            let fate = self.callback(index, |handler, state, io, _| {
+                if let Some(state) = state {
+                    handler.timer(state, io)?;
+                }
+                Ok(None)
+            });
+            // Draining: the reply the timer held is sent, then the connection is closed.
+            if self.shared.mail.closing.load(Ordering::Acquire) {
+                if let Some(conn) = self.conns[index].as_mut().filter(|c| c.timer.is_none()) {
+                    conn.close_after_flush = true;
+                }
+            }
+            self.settle(index, fate);
+        }
+    }
+
+    fn sweep_idle(&mut self) {
+        let (Some(idle), Some(at)) = (self.config.idle_timeout, self.next_sweep) else {
+            return;
+        };
+        let now = Instant::now();
+        if now < at {
+            return;
+        }
+        self.next_sweep = Some(now + sweep_every(idle));
+        for index in 0..self.conns.len() {
+            let idle_for = match &self.conns[index] {
+                Some(conn) => now.saturating_duration_since(conn.last_progress),
+                None => continue,
+            };
+            if idle_for >= idle {
+                self.close(index, Fate::Fail(RequestError::TimedOut(idle)));
+            }
+        }
+    }
+
+    /// `server_close`: stop reading; close what has nothing left to send and no timer pending
+    /// (the others close once their output is written, their timer has fired, or
+    /// `DRAIN_TIMEOUT` has passed).
+    fn begin_drain(&mut self) {
+        for index in 0..self.conns.len() {
+            if let Some(conn) = self.conns[index].as_mut() {
+                // A connection waiting on its timer (a reply in flight) is closed after it fires.
+                if conn.timer.is_some() {
+                    continue;
+                }
+                conn.close_after_flush = true;
+                if conn.pending() == 0 {
+                    self.close(index, Fate::Close(CloseReason::ServerClose));
+                }
+            }
+        }
+    }
+
+    /// Closes connection `index`: `handle_error` for a failure, `closed`, `shutdown_request`.
+    fn close(&mut self, index: usize, fate: Fate) {
+        let Some(mut conn) = self.conns[index].take() else {
+            return;
+        };
+        self.free.push(index);
+        let reason = match fate {
+            Fate::Open => CloseReason::Closed,
+            Fate::Close(reason) => reason,
+            Fate::Fail(error) => {
+                Multiplex::report(&self.core, &conn.client_address, &error);
+                CloseReason::Error
+            }
+        };
+        let reason = if self.shared.mail.closing.load(Ordering::Acquire) && reason != CloseReason::Error {
+            CloseReason::ServerClose
+        } else {
+            reason
+        };
+        // No deregister: closing the descriptor (its only one) takes it out of the epoll set,
+        // which saves a system call per connection.
+        if let Some(state) = conn.state.take() {
+            let handler = self.core.handler();
+            let address = &conn.client_address;
+            if let Err(panic) = guarded(|| {
+                handler.closed(state, address, reason);
+                Ok(())
+            }) {
+                Multiplex::report(&self.core, address, &panic);
+            }
+        }
+        let fd = OwnedFd::from(conn.socket);
+        self.core.shutdown_request(T::Request::from(fd));
+        self.limit.release();
+    }
+}
+
+/// How often idle connections are looked for: a quarter of the timeout, at least every 10 ms.
+fn sweep_every(idle: Duration) -> Duration {
+    (idle / 4).max(Duration::from_millis(10))
+}

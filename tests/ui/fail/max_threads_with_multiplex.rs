@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, multiplex, max_threads = 8)]
+struct Echo;
+
+fn main() {}

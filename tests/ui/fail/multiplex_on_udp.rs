@@ -1,0 +1,4 @@
+#[sockserve::server(udp, multiplex)]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, multiplex, workers = 0)]
+struct Echo;
+
+fn main() {}
