@@ -19,11 +19,12 @@
 //!   exits at once with status 1;
 //! - errors go to stderr through `log` (`RUST_LOG=debug` for more); bad client input never panics.
 //!
-//! How a stop reaches the connections: the signal thread sets a stop flag, then calls the
-//! servers' `shutdown()`. Handlers read through [`Patient`], which polls the socket every
-//! [`POLL`] and reports end of input once the flag is set and the client is idle, so a handler
-//! finishes the request it is working on and then returns. The flag lives in a shared anonymous
-//! memory page, so the children of a forking server see it too.
+//! How a stop reaches the connections: the library catches the signal
+//! ([`sockserve::Server::serve_until_signal`]), sets its stop flag and calls the server's
+//! `shutdown()`. Handlers read through [`Patient`], which polls the socket every [`POLL`] and
+//! reports end of input once the flag is set ([`sockserve::signals::stop_requested`]) and the
+//! client is idle, so a handler finishes the request it is working on and then returns. The
+//! flag lives in shared memory, so the children of a forking server see it too.
 
 // Each example uses a part of this module.
 #![allow(dead_code)]
@@ -34,12 +35,10 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
 use sockserve::concurrency::Concurrency;
 use sockserve::transport::Transport;
 use sockserve::Server;
@@ -279,39 +278,10 @@ pub fn announce(address: impl Display) {
     let _ = out.flush();
 }
 
-/// The stop flag: one `AtomicBool` in a page shared with forked children.
-fn stop_flag() -> &'static AtomicBool {
-    static FLAG: OnceLock<&'static AtomicBool> = OnceLock::new();
-    FLAG.get_or_init(|| {
-        let size = std::mem::size_of::<AtomicBool>();
-        // SAFETY: an anonymous shared mapping of `size` bytes with no address hint and no file:
-        // the arguments are valid by construction and the result is checked against MAP_FAILED.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if page == libc::MAP_FAILED {
-            log::warn!(
-                "no shared memory for the stop flag ({}); forked children will not see a stop",
-                io::Error::last_os_error()
-            );
-            return Box::leak(Box::new(AtomicBool::new(false)));
-        }
-        // SAFETY: the mapping is page-aligned, zero-filled (a valid `false`), at least `size`
-        // bytes, never unmapped (so `'static`), and only ever accessed atomically.
-        unsafe { &*page.cast::<AtomicBool>() }
-    })
-}
-
-/// Whether a stop was asked for (by SIGTERM or SIGINT), in this process or its forking parent.
+/// Whether a stop was asked for (by SIGTERM or SIGINT), in this process or its forking parent:
+/// the library's flag ([`sockserve::signals::stop_requested`]).
 pub fn stopping() -> bool {
-    stop_flag().load(Ordering::SeqCst)
+    sockserve::signals::stop_requested()
 }
 
 /// Turns `main`'s result into the exit status, logging an error (to stderr) first.
@@ -328,59 +298,34 @@ pub fn report(result: io::Result<()>) -> ExitCode {
     }
 }
 
-/// Signals registered by [`start`], waiting for [`Stopper::on_stop`].
-pub struct Stopper {
-    signals: signal_hook::iterator::Signals,
+/// SIGTERM and SIGINT, caught by the library from [`start`] on (for the examples that run
+/// several servers or serve in their own way; the others use [`run`]).
+pub type Stopper = sockserve::signals::StopSignals;
+
+fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).try_init();
 }
 
-/// Sets up an example process: logging to stderr, the stop flag, and SIGTERM/SIGINT handling.
-///
-/// Call it first thing in `main`, before binding: from then on a signal no longer kills the
-/// process but is kept until [`Stopper::on_stop`] acts on it.
+/// Sets up an example process that serves in its own way: logging to stderr, and
+/// SIGTERM/SIGINT caught by the library ([`sockserve::signals::StopSignals`]): from then on a
+/// signal no longer kills the process but is kept until [`Stopper::on_stop`] acts on it.
 pub fn start() -> io::Result<Stopper> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    stop_flag();
-    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    Ok(Stopper { signals })
+    init_logging();
+    sockserve::signals::StopSignals::install(sockserve::signals::Graceful::DEFAULT)
 }
 
-impl Stopper {
-    /// On the first SIGTERM or SIGINT, sets the stop flag and calls `stop` (typically the
-    /// servers' `ShutdownHandle::shutdown`) on a thread of its own. A second signal exits at once
-    /// with status 1.
-    pub fn on_stop(mut self, stop: impl FnOnce() + Send + 'static) {
-        thread::spawn(move || {
-            let mut stop = Some(stop);
-            for signal in self.signals.forever() {
-                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-                match stop.take() {
-                    Some(stop) => {
-                        log::info!("{name}: finishing the requests in flight, then exiting");
-                        stop_flag().store(true, Ordering::SeqCst);
-                        stop();
-                    }
-                    None => {
-                        log::warn!("{name} again: exiting now");
-                        std::process::exit(1);
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// Serves `server` until a stop: prints its `listening on ADDR` line, lets the first
-/// SIGTERM/SIGINT shut it down ([`Stopper::on_stop`]), and runs `serve_forever`.
+/// Serves `server` until a stop: prints its `listening on ADDR` line, then lets the library
+/// serve it until the first SIGTERM/SIGINT and drain the requests in flight.
 pub fn serve<T: Transport, C: Concurrency, H>(server: Server<T, C, H>, stopper: Stopper) -> io::Result<()> {
     announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    stopper.serve(&server)
 }
 
-/// The whole `main` of an example that runs one server: sets up the process ([`start`]),
-/// parses the command line ([`parse_args`]), makes the server with `bind` and [`serve`]s it.
-/// An error (from `bind`, say) is logged and the exit status is 1 ([`report`]).
+/// The whole `main` of an example that runs one server: sets up logging and the library's
+/// signal handling ([`start`]), parses the command line ([`parse_args`]), makes the server with
+/// `bind` and [`serve`]s it (the library's graceful stop,
+/// [`StopSignals::serve`](sockserve::signals::StopSignals::serve)). An error (from `bind`, say)
+/// is logged and the exit status is 1 ([`report`]).
 pub fn run<T: Transport, C: Concurrency, H>(
     spec: &Spec,
     bind: impl FnOnce(&Args) -> io::Result<Server<T, C, H>>,
@@ -390,6 +335,28 @@ pub fn run<T: Transport, C: Concurrency, H>(
         serve(bind(&args)?, stopper)
     });
     report(served)
+}
+
+/// `--bind systemd`: the declared server on the socket systemd (or `systemd-socket-activate`)
+/// passed (`LISTEN_FDS`); any other `--bind`: on that address. With `options` either way.
+pub fn bind_declared<D>(
+    handler: D,
+    args: &Args,
+    options: sockserve::Options,
+) -> io::Result<Server<D::Transport, D::Concurrency, D>>
+where
+    D: sockserve::Declared,
+    D::Transport: sockserve::systemd::Inherit,
+    for<'a> &'a str: sockserve::transport::ToAddress<<D::Transport as Transport>::BindAddress>,
+{
+    if args.bind == "systemd" {
+        let mut server = handler.on_transport(sockserve::systemd::inherited(None)?, options)?;
+        server.server_bind()?;
+        server.server_activate()?;
+        Ok(server)
+    } else {
+        handler.bind_with(args.bind.as_str(), options)
+    }
 }
 
 /// Stream sockets the examples read from: set up for [`Patient`] reads.

@@ -85,7 +85,9 @@ mod options;
 mod pipeline;
 mod serve;
 mod server;
+pub mod signals;
 mod sys;
+pub mod systemd;
 pub mod transport;
 
 pub use context::{ServerContext, ShutdownHandle};

@@ -21,6 +21,7 @@ use std::time::Duration;
 /// | `rbufsize`, `wbufsize`, `connection_timeout`, `disable_nagle_algorithm` | stream servers | `StreamRequestHandler.rbufsize`, `.wbufsize`, `.timeout`, `.disable_nagle_algorithm` |
 /// | `socket_mode`, `remove_stale_socket` | unix | new |
 /// | `oob_inline` | tcp | new (the socket option `SO_OOBINLINE`) |
+/// | `proxy_protocol` | [`Proxied`](crate::transport::Proxied) stream transports | new (HAProxy's PROXY protocol) |
 ///
 /// Build one from [`Options::DEFAULT`] (or a declared handler's `OPTIONS`) with the setters,
 /// one per field and named after it, usable in `const` context; or change the public fields
@@ -99,6 +100,12 @@ pub struct Options {
     /// handed to the handler's `handle_urgent` before the in-band bytes after it are read.
     /// RFC 6093 advises new protocols not to use urgent data at all.
     pub oob_inline: bool,
+    /// Stream servers whose transport is [`Proxied`](crate::transport::Proxied): which PROXY
+    /// protocol header (HAProxy's v1 text or v2 binary) each connection must start with; the
+    /// original client's address then replaces `client_address`. Default
+    /// [`ProxyProtocol::Off`](crate::transport::ProxyProtocol::Off). Other transports ignore
+    /// it.
+    pub proxy_protocol: crate::transport::ProxyProtocol,
 }
 
 impl Options {
@@ -121,6 +128,7 @@ impl Options {
         socket_mode: None,
         remove_stale_socket: true,
         oob_inline: true,
+        proxy_protocol: crate::transport::ProxyProtocol::Off,
     };
 }
 
@@ -158,6 +166,7 @@ setters! {
     socket_mode: Option<u32>,
     remove_stale_socket: bool,
     oob_inline: bool,
+    proxy_protocol: crate::transport::ProxyProtocol,
 }
 
 impl Options {

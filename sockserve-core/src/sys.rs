@@ -335,3 +335,18 @@ pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: getpid cannot fail and takes no arguments.
     unsafe { libc::getpid() }
 }
+
+/// Takes ownership of a descriptor the process inherited (systemd's `LISTEN_FDS`), after
+/// checking that it is open.
+///
+/// The caller ([`crate::systemd`]) takes each inherited descriptor at most once, under a lock,
+/// so no two owners ever close the same one.
+pub(crate) fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD reads only the descriptor flags; an fd that is not open gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above) and, by the caller's contract, owned by nobody else
+    // in this process: systemd handed it over, and it is taken once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -25,9 +25,11 @@ use std::time::Duration;
 use crate::options::Options;
 
 mod inet;
+mod proxy;
 mod unix;
 
 pub use inet::{Tcp, Udp};
+pub use proxy::{read_proxy_header, Proxied, ProxyProtocol, HEADER_TIMEOUT, MAX_HEADER};
 pub use unix::{Unix, UnixAddr, UnixDgram};
 
 /// Marker: the transport's requests are connections, served by a
