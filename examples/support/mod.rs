@@ -350,7 +350,7 @@ where
     for<'a> &'a str: sockserve::transport::ToAddress<<D::Transport as Transport>::BindAddress>,
 {
     if args.bind == "systemd" {
-        let mut server = handler.on_transport(sockserve::systemd::inherited(None)?, options)?;
+        let mut server = handler.on_transport(sockserve::systemd::inherited(None, &options)?, options)?;
         server.server_bind()?;
         server.server_activate()?;
         Ok(server)

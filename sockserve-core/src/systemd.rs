@@ -15,7 +15,7 @@
 //! # impl StreamHandler for Echo {
 //! #     fn handle(&self, _req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> { Ok(()) }
 //! # }
-//! let transport: Tcp = sockserve_core::systemd::inherited(None)?;
+//! let transport: Tcp = sockserve_core::systemd::inherited(None, &Default::default())?;
 //! let server = ThreadingTcpServer::from_transport(transport, Echo, Default::default())?;
 //! server.serve_until_signal()?;
 //! # Ok::<(), io::Error>(())
@@ -31,8 +31,9 @@ use std::thread;
 use sd_notify::NotifyState;
 use socket2::{Domain, SockRef, Type};
 
+use crate::options::Options;
 use crate::sys;
-use crate::transport::{Tcp, Transport, Udp, Unix, UnixDgram};
+use crate::transport::{Proxied, StreamTransport, Tcp, Transport, Udp, Unix, UnixDgram};
 
 /// One socket passed by the service manager, with its name (`FileDescriptorName=`, `unknown`
 /// when none was given).
@@ -81,8 +82,9 @@ pub fn take(name: Option<&str>) -> Option<Inherited> {
 
 /// A transport that can adopt a socket passed by the service manager.
 pub trait Inherit: Transport {
-    /// Adopts `fd`, after checking that it is a socket of the right family and type.
-    fn from_fd(fd: OwnedFd) -> io::Result<Self>;
+    /// Adopts `fd`, after checking that it is a socket of the right family and type, for a
+    /// server with `options`.
+    fn from_fd(fd: OwnedFd, options: &Options) -> io::Result<Self>;
 }
 
 fn check(fd: &OwnedFd, domains: &[Domain], kind: Type, what: &str) -> io::Result<()> {
@@ -99,36 +101,47 @@ fn check(fd: &OwnedFd, domains: &[Domain], kind: Type, what: &str) -> io::Result
 }
 
 impl Inherit for Tcp {
-    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+    fn from_fd(fd: OwnedFd, _options: &Options) -> io::Result<Self> {
         check(&fd, &[Domain::IPV4, Domain::IPV6], Type::STREAM, "TCP")?;
         Tcp::from_std(TcpListener::from(fd))
     }
 }
 
 impl Inherit for Udp {
-    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+    fn from_fd(fd: OwnedFd, _options: &Options) -> io::Result<Self> {
         check(&fd, &[Domain::IPV4, Domain::IPV6], Type::DGRAM, "UDP")?;
         Udp::from_std(UdpSocket::from(fd))
     }
 }
 
 impl Inherit for Unix {
-    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+    fn from_fd(fd: OwnedFd, _options: &Options) -> io::Result<Self> {
         check(&fd, &[Domain::UNIX], Type::STREAM, "Unix stream")?;
         Unix::from_std(UnixListener::from(fd))
     }
 }
 
 impl Inherit for UnixDgram {
-    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+    fn from_fd(fd: OwnedFd, _options: &Options) -> io::Result<Self> {
         check(&fd, &[Domain::UNIX], Type::DGRAM, "Unix datagram")?;
         UnixDgram::from_std(UnixDatagram::from(fd))
     }
 }
 
-/// The first passed socket (or the first named `name`) as a transport `T`; an error when
-/// there is none (the process was not socket-activated) or it is of another kind.
-pub fn inherited<T: Inherit>(name: Option<&str>) -> io::Result<T> {
+impl<T> Inherit for Proxied<T>
+where
+    T: Inherit + StreamTransport<Address = std::net::SocketAddr>,
+    T::Request: std::os::fd::AsFd,
+{
+    fn from_fd(fd: OwnedFd, options: &Options) -> io::Result<Self> {
+        Ok(Proxied::new(T::from_fd(fd, options)?, options.proxy_protocol))
+    }
+}
+
+/// The first passed socket (or the first named `name`) as a transport `T` for a server with
+/// `options`; an error when there is none (the process was not socket-activated) or it is of
+/// another kind.
+pub fn inherited<T: Inherit>(name: Option<&str>, options: &Options) -> io::Result<T> {
     let socket = take(name).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -138,7 +151,7 @@ pub fn inherited<T: Inherit>(name: Option<&str>) -> io::Result<T> {
             },
         )
     })?;
-    T::from_fd(socket.fd)
+    T::from_fd(socket.fd, options)
 }
 
 fn notify(state: NotifyState<'_>) {

@@ -1,0 +1,270 @@
+//! Production deployment, black box: the gallery's `allowlist` behind a real HAProxy speaking
+//! the PROXY protocol (v2 and v1), PROXY headers sent by hand (valid, garbled, missing), and
+//! `echo_tcp` socket-activated by `systemd-socket-activate`. Real tools on loopback: haproxy,
+//! nc, socat (HAProxy's stats socket), systemd-socket-activate (`scripts/test` installs them).
+
+mod examples_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use examples_support::*;
+
+/// A loopback port nobody listens on right now (for the tools that take a port number).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `nc -N [-s SOURCE] 127.0.0.1 PORT` with `input`; what it read.
+fn nc(source: Option<&str>, port: u16, input: &[u8]) -> String {
+    let port = port.to_string();
+    let mut args = vec!["-N"];
+    if let Some(source) = source {
+        args.extend(["-s", source]);
+    }
+    args.extend(["127.0.0.1", port.as_str()]);
+    let out = run_tool("nc", &args, input, IO_TIMEOUT);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running HAProxy with its own configuration, killed on drop.
+struct Haproxy {
+    child: Child,
+    dir: TempDir,
+    port: u16,
+}
+
+impl Haproxy {
+    /// Balances `127.0.0.1:PORT` over `backends`, each sent the PROXY header `send` (`send-proxy`
+    /// or `send-proxy-v2`), with health checks every 100 ms.
+    fn start(backends: &[&str], send: &str) -> Haproxy {
+        let dir = TempDir::new("haproxy");
+        let port = free_port();
+        let mut config = format!(
+            "global\n    stats socket {}/stats.sock mode 600 level admin\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n    retries 3\n    option redispatch\n\
+             listen allow\n    bind 127.0.0.1:{port}\n    balance roundrobin\n",
+            dir.path().display()
+        );
+        for (i, backend) in backends.iter().enumerate() {
+            config.push_str(&format!(
+                "    server s{i} {backend} {send} check check-send-proxy inter 100ms fall 1 rise 1\n"
+            ));
+        }
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f", path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (apt-get install haproxy)");
+        let haproxy = Haproxy { child, dir, port };
+        let deadline = Instant::now() + STARTUP;
+        while haproxy.up_servers() < backends.len() {
+            assert!(Instant::now() < deadline, "HAProxy did not see its servers up");
+            thread::sleep(Duration::from_millis(50));
+        }
+        haproxy
+    }
+
+    /// `show stat` on the stats socket: (server name, status, total sessions) per server.
+    fn servers(&self) -> Vec<(String, String, u64)> {
+        let socket = format!("UNIX-CONNECT:{}/stats.sock", self.dir.path().display());
+        let out = run_tool("socat", &["-", socket.as_str()], b"show stat\n", IO_TIMEOUT);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("allow,s"))
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[1].to_string(), f[17].to_string(), f[7].parse().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    fn up_servers(&self) -> usize {
+        self.servers()
+            .iter()
+            .filter(|(_, status, _)| status == "UP")
+            .count()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two `allowlist --proxy-protocol --allow 127.0.0.2` behind HAProxy sending `send`: a client
+/// from 127.0.0.2 is served (and seen as itself), one from 127.0.0.1 refused, and the
+/// connections spread over both instances.
+fn allowlist_behind_haproxy(send: &str) {
+    let args = [
+        "--bind",
+        "127.0.0.1:0",
+        "--proxy-protocol",
+        "--allow",
+        "127.0.0.2",
+    ];
+    let a = Server::start("allowlist", &args);
+    let b = Server::start("allowlist", &args);
+    let haproxy = Haproxy::start(&[&a.addr, &b.addr], send);
+
+    let served = nc(Some("127.0.0.2"), haproxy.port, b"hi\n");
+    assert!(served.starts_with("welcome 127.0.0.2:"), "{served:?}");
+    assert!(served.ends_with("hi\n"), "{served:?}");
+    let refused = nc(None, haproxy.port, b"hi\n");
+    assert_eq!(refused, "", "a client from 127.0.0.1 gets no byte");
+
+    let before: Vec<u64> = haproxy.servers().iter().map(|s| s.2).collect();
+    for i in 0..20 {
+        let line = format!("ping {i}\n");
+        let reply = nc(Some("127.0.0.2"), haproxy.port, line.as_bytes());
+        assert!(reply.ends_with(&line), "{reply:?}");
+    }
+    let after: Vec<u64> = haproxy.servers().iter().map(|s| s.2).collect();
+    let spread: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(spread.len(), 2);
+    assert!(
+        spread.iter().all(|&n| n >= 5),
+        "sessions per instance: {spread:?}"
+    );
+    for server in [&a, &b] {
+        assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+    }
+}
+
+#[test]
+fn allowlist_behind_haproxy_proxy_v2() {
+    allowlist_behind_haproxy("send-proxy-v2");
+}
+
+#[test]
+fn allowlist_behind_haproxy_proxy_v1() {
+    allowlist_behind_haproxy("send-proxy");
+}
+
+/// Sends `bytes` to `addr`, then reads until the server closes (or [`IO_TIMEOUT`]).
+fn exchange(addr: &str, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.write_all(bytes).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply
+}
+
+#[test]
+fn proxy_headers_by_hand_valid_garbled_missing() {
+    let mut server = Server::start(
+        "allowlist",
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--proxy-protocol",
+            "--allow",
+            "192.0.2.7,2001:db8::7",
+        ],
+    );
+    // v1, an allowed original client: welcomed as that client; the bytes after the header are
+    // the client's.
+    let reply = exchange(&server.addr, b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 9005\r\nhi\n");
+    assert_eq!(reply, "welcome 192.0.2.7:40000\nhi\n");
+    let reply = exchange(&server.addr, b"PROXY TCP6 2001:db8::7 ::1 40001 9005\r\nsix\n");
+    assert_eq!(reply, "welcome [2001:db8::7]:40001\nsix\n");
+    // v2, IPv4, allowed.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[192, 0, 2, 7, 127, 0, 0, 1, 0x9c, 0x41, 0x23, 0x2d]);
+    v2.extend_from_slice(b"two\n");
+    assert_eq!(exchange(&server.addr, &v2), "welcome 192.0.2.7:40001\ntwo\n");
+    // v2, a client not on the list: refused by verify_request.
+    let mut other = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    other.extend_from_slice(&[10, 9, 9, 9, 127, 0, 0, 1, 0x9c, 0x41, 0x23, 0x2d]);
+    other.extend_from_slice(b"no\n");
+    assert_eq!(exchange(&server.addr, &other), "");
+    // Missing, garbled, too long: closed without a byte, reported to handle_error.
+    assert_eq!(exchange(&server.addr, b"hi there, no header\n"), "");
+    assert_eq!(
+        exchange(&server.addr, b"PROXY TCP4 300.1.1.1 1.1.1.1 1 2\r\nx\n"),
+        ""
+    );
+    assert_eq!(exchange(&server.addr, &[b'A'; 200]), "");
+    let mut long = b"PROXY TCP4 ".to_vec();
+    long.extend_from_slice(&[b'1'; 150]);
+    assert_eq!(exchange(&server.addr, &long), "");
+    server.stop_with(libc::SIGTERM);
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("does not start with a PROXY protocol header"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("garbled PROXY v1 header"), "{stderr}");
+    assert!(stderr.contains("longer than 107 bytes"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn echo_tcp_socket_activated_by_systemd_socket_activate() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new("systemd-socket-activate")
+        .args([
+            "-l",
+            listen.as_str(),
+            example("echo_tcp").to_str().unwrap(),
+            "--bind",
+            "systemd",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (apt-get install systemd)");
+    // systemd-socket-activate listens first and starts the server at the first connection.
+    let deadline = Instant::now() + STARTUP;
+    while TcpStream::connect(&listen).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-socket-activate does not listen"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let reply = nc(None, port, b"activated\n");
+    assert_eq!(reply, "activated\n");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(
+        first.trim(),
+        format!("listening on {listen}"),
+        "the inherited socket's address"
+    );
+    // SIGTERM reaches the server (systemd-socket-activate execs it): a graceful exit.
+    // SAFETY: kill(2) with the pid of the child started above, not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + STOP;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("echo_tcp did not stop on SIGTERM");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
