@@ -49,7 +49,7 @@ impl Haproxy {
         let port = free_port();
         let mut config = format!(
             "global\n    stats socket {}/stats.sock mode 600 level admin\n\
-             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n    retries 3\n    option redispatch\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n    retries 3\n    option redispatch 1\n\
              listen allow\n    bind 127.0.0.1:{port}\n    balance roundrobin\n",
             dir.path().display()
         );
@@ -267,4 +267,102 @@ fn echo_tcp_socket_activated_by_systemd_socket_activate() {
         thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+}
+
+/// One connection through the proxy from 127.0.0.2: sends `ping N`, reads to the end; whether
+/// the reply was exactly the welcome and the echo (no reset, nothing lost).
+fn ping_from_127_0_0_2(port: u16, n: usize) -> Result<(), String> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
+    socket
+        .bind(&"127.0.0.2:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .map_err(|e| e.to_string())?;
+    socket
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut stream: TcpStream = socket.into();
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let line = format!("ping {n}\n");
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(|e| format!("shutdown: {e}"))?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    let expected = format!("welcome {local}\n{line}");
+    if reply == expected {
+        Ok(())
+    } else {
+        Err(format!("reply {reply:?}, expected {expected:?}"))
+    }
+}
+
+/// Under load through HAProxy (v2), one of two instances is stopped with SIGTERM: it exits 0,
+/// HAProxy moves to the other, and no client sees a reset, a refusal or a lost reply.
+#[test]
+fn sigterm_one_instance_under_load_behind_haproxy_loses_nothing() {
+    let args = [
+        "--bind",
+        "127.0.0.1:0",
+        "--proxy-protocol",
+        "--allow",
+        "127.0.0.2",
+    ];
+    let mut a = Server::start("allowlist", &args);
+    let b = Server::start("allowlist", &args);
+    let haproxy = Haproxy::start(&[&a.addr, &b.addr], "send-proxy-v2");
+    let port = haproxy.port;
+    const CLIENTS: usize = 4;
+    const PER_CLIENT: usize = 150;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let done = std::sync::Arc::clone(&done);
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut failures = Vec::new();
+                for i in 0..PER_CLIENT {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    if let Err(e) = ping_from_127_0_0_2(port, c * PER_CLIENT + i) {
+                        failures.push(e);
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                failures
+            })
+        })
+        .collect();
+    // A quarter of the way in, instance a is stopped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done.load(std::sync::atomic::Ordering::SeqCst) < CLIENTS * PER_CLIENT / 4 {
+        assert!(Instant::now() < deadline, "the load did not get going");
+        thread::sleep(Duration::from_millis(5));
+    }
+    a.signal(libc::SIGTERM);
+    let failures: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let total = done.load(std::sync::atomic::Ordering::SeqCst);
+    let status = a.wait_exit(STOP).expect("instance a did not exit after SIGTERM");
+    let sessions = haproxy.servers();
+    println!(
+        "connections: {total}, failed: {}, sessions per instance: {sessions:?}",
+        failures.len()
+    );
+    assert!(status.success(), "{status}; {}", a.stderr());
+    assert_eq!(total, CLIENTS * PER_CLIENT);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(!b.stderr().contains("panicked"));
 }

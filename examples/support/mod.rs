@@ -491,7 +491,7 @@ pub fn echo<W: Write>(line: &[u8], out: &mut W) -> io::Result<Next> {
 
 /// Serves a line protocol on one connection: reads lines of at most [`MAX_LINE`] bytes through
 /// [`Patient`] (idle clients are dropped after `idle`), sleeps for `--delay`, and lets `answer`
-/// write the reply. Ends at end of input, when a stop was asked for (after answering the line in
+/// write the reply. Ends at end of input, when a stop was asked for and the client is idle (after answering the line in
 /// hand), when `answer` says [`Next::Close`], or after answering a too-long line with
 /// `error: line too long`.
 pub fn serve_lines<R: BufRead, W: Write>(
@@ -502,7 +502,9 @@ pub fn serve_lines<R: BufRead, W: Write>(
 ) -> io::Result<()> {
     let mut input = Patient::new(rfile, idle);
     let mut line = Vec::new();
-    while !stopping() {
+    // A stop ends the loop through `Patient`: end of input once the client is idle, so a line
+    // that already arrived (or arrives within a POLL) is still answered.
+    loop {
         match read_line(&mut input, MAX_LINE, &mut line)? {
             Line::Eof => break,
             Line::TooLong => {

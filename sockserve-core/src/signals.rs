@@ -6,7 +6,8 @@
 //!    memory shared with forked children), tells systemd `STOPPING=1` (when `NOTIFY_SOCKET` is
 //!    set) and asks the server to [`shutdown`](Server::shutdown): the listening socket accepts
 //!    no more;
-//! 2. `serve_until_signal` closes the server ([`server_close`](Server::server_close)), which
+//! 2. the connections already queued in the listen backlog are taken and served (closing the
+//!    listener with them in it would reset them), then `serve_until_signal` closes the server ([`server_close`](Server::server_close)), which
 //!    waits for the requests in flight (handler threads, forked children) to finish;
 //! 3. handlers of persistent connections look at [`stop_requested`] (or their server's
 //!    `is_shutdown_requested`) between requests and close an idle connection;
@@ -71,6 +72,9 @@ impl Default for Graceful {
         Graceful::DEFAULT
     }
 }
+
+/// The most connections left in the listen backlog that a stop still serves.
+const PENDING_LIMIT: usize = 65_536;
 
 /// The process-wide stop flag, in a page shared with forked children.
 fn flag() -> Option<&'static sys::SharedState> {
@@ -238,6 +242,10 @@ impl StopSignals {
         let guard = self.on_stop(move || handle.shutdown());
         crate::systemd::notify_ready();
         let served = server.serve_forever();
+        if T::BACKLOG && served.is_ok() && !server.is_closed() {
+            // Connections the kernel completed before the stop are served, not reset.
+            server.serve_pending(PENDING_LIMIT);
+        }
         server.server_close();
         guard.drained();
         served

@@ -258,6 +258,7 @@ where
     type BindAddress = T::BindAddress;
     type Kind = StreamKind;
     const PREPARES: bool = true;
+    const BACKLOG: bool = T::BACKLOG;
 
     fn open(address: Self::BindAddress, options: &Options) -> io::Result<Self> {
         Ok(Proxied::new(T::open(address, options)?, options.proxy_protocol))
