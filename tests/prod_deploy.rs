@@ -58,6 +58,27 @@ impl Haproxy {
                 "    server s{i} {backend} {send} check check-send-proxy inter 100ms fall 1 rise 1\n"
             ));
         }
+        Haproxy::run(dir, port, config, backends.len())
+    }
+
+    /// DEPLOY.md's HAProxy configuration, on a free port, with its stats socket in a temporary
+    /// directory and `backends` in place of its two servers' addresses.
+    fn from_deploy_md(backends: [&str; 2]) -> Haproxy {
+        let dir = TempDir::new("haproxy");
+        let port = free_port();
+        let config = deploy_block("# /etc/haproxy/haproxy.cfg")
+            .replace(
+                "/run/haproxy/sockserve.sock",
+                &format!("{}/stats.sock", dir.path().display()),
+            )
+            .replace("127.0.0.1:9005", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:9101", backends[0])
+            .replace("127.0.0.1:9102", backends[1])
+            .replace("listen sockserve", "listen allow");
+        Haproxy::run(dir, port, config, 2)
+    }
+
+    fn run(dir: TempDir, port: u16, config: String, backends: usize) -> Haproxy {
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
         let child = Command::new("haproxy")
@@ -69,7 +90,7 @@ impl Haproxy {
             .expect("haproxy (apt-get install haproxy)");
         let haproxy = Haproxy { child, dir, port };
         let deadline = Instant::now() + STARTUP;
-        while haproxy.up_servers() < backends.len() {
+        while haproxy.up_servers() < backends {
             assert!(Instant::now() < deadline, "HAProxy did not see its servers up");
             thread::sleep(Duration::from_millis(50));
         }
@@ -118,7 +139,11 @@ fn allowlist_behind_haproxy(send: &str) {
     ];
     let a = Server::start("allowlist", &args);
     let b = Server::start("allowlist", &args);
-    let haproxy = Haproxy::start(&[&a.addr, &b.addr], send);
+    let haproxy = match send {
+        // DEPLOY.md's configuration as it stands.
+        "send-proxy-v2" => Haproxy::from_deploy_md([&a.addr, &b.addr]),
+        _ => Haproxy::start(&[&a.addr, &b.addr], send),
+    };
 
     let served = nc(Some("127.0.0.2"), haproxy.port, b"hi\n");
     assert!(served.starts_with("welcome 127.0.0.2:"), "{served:?}");
@@ -154,12 +179,14 @@ fn allowlist_behind_haproxy_proxy_v1() {
     allowlist_behind_haproxy("send-proxy");
 }
 
-/// Sends `bytes` to `addr`, then reads until the server closes (or [`IO_TIMEOUT`]).
+/// Sends `bytes` to `addr`, then reads until the server closes (or [`IO_TIMEOUT`]); a reset
+/// counts as the end.
 fn exchange(addr: &str, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.write_all(bytes).unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    // A server that refuses the connection may close (even reset) it before all is sent.
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut reply = String::new();
     let _ = stream.read_to_string(&mut reply);
     reply
@@ -212,6 +239,118 @@ fn proxy_headers_by_hand_valid_garbled_missing() {
     assert!(stderr.contains("garbled PROXY v1 header"), "{stderr}");
     assert!(stderr.contains("longer than 107 bytes"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The fenced block of DEPLOY.md whose first line is `first`.
+fn deploy_block(first: &str) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/DEPLOY.md")).unwrap();
+    let mut blocks = text.split("```").skip(1).step_by(2);
+    let block = blocks
+        .find(|b| b.lines().nth(1) == Some(first))
+        .unwrap_or_else(|| panic!("DEPLOY.md has no block starting with {first:?}"));
+    block.split_once('\n').unwrap().1.to_string()
+}
+
+/// The value of `key=` in a unit file.
+fn unit_value(unit: &str, key: &str) -> String {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {unit}"))
+        .to_string()
+}
+
+#[test]
+fn deploy_md_systemd_units_verify_and_serve() {
+    let dir = TempDir::new("units");
+    let echo = example("echo_tcp");
+    let socket = deploy_block("# /etc/systemd/system/sockserve-echo.socket");
+    let service = deploy_block("# /etc/systemd/system/sockserve-echo.service")
+        .replace("/usr/local/bin/echo_tcp", echo.to_str().unwrap());
+    let socket_path = dir.join("sockserve-echo.socket");
+    let service_path = dir.join("sockserve-echo.service");
+    std::fs::write(&socket_path, &socket).unwrap();
+    std::fs::write(&service_path, &service).unwrap();
+    let out = run_tool(
+        "systemd-analyze",
+        &[
+            "verify",
+            socket_path.to_str().unwrap(),
+            service_path.to_str().unwrap(),
+        ],
+        b"",
+        IO_TIMEOUT,
+    );
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+
+    // Started as systemd starts it: the socket's address and name, the service's command line,
+    // a notification socket for Type=notify.
+    assert_eq!(unit_value(&service, "Type"), "notify");
+    let listen = unit_value(&socket, "ListenStream");
+    let port = free_port();
+    let listen = listen.replace(":9000", &format!(":{port}"));
+    let fdname = format!("--fdname={}", unit_value(&socket, "FileDescriptorName"));
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let setenv = format!("NOTIFY_SOCKET={}", notify_path.display());
+    let watchdog_secs: u64 = unit_value(&service, "WatchdogSec").parse().unwrap();
+    let watchdog = format!("WATCHDOG_USEC={}", watchdog_secs * 1_000_000);
+    let exec_start = unit_value(&service, "ExecStart");
+    let mut args = vec![
+        "-l",
+        listen.as_str(),
+        fdname.as_str(),
+        "-E",
+        setenv.as_str(),
+        "-E",
+        watchdog.as_str(),
+    ];
+    args.extend(exec_start.split_whitespace());
+    let mut child = Command::new("systemd-socket-activate")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (apt-get install systemd)");
+    let deadline = Instant::now() + STARTUP;
+    let reply = loop {
+        let reply = nc(None, port, b"unit\n");
+        if !reply.is_empty() || Instant::now() > deadline {
+            break reply;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(reply, "unit\n");
+    let mut buf = [0u8; 128];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1\n");
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"WATCHDOG=1\n", "the watchdog is fed from READY on");
+    // SAFETY: kill(2) with the pid of the child started above, not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let stopping = (0..10).any(|_| {
+        let n = notify.recv(&mut buf).unwrap();
+        &buf[..n] == b"STOPPING=1\n"
+    });
+    assert!(stopping, "STOPPING=1 after SIGTERM");
+    let deadline = Instant::now() + STOP;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("echo_tcp did not stop on SIGTERM");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
 }
 
 #[test]
