@@ -337,8 +337,9 @@ pub fn run<T: Transport, C: Concurrency, H>(
     report(served)
 }
 
-/// `--bind systemd`: the declared server on the socket systemd (or `systemd-socket-activate`)
-/// passed (`LISTEN_FDS`); any other `--bind`: on that address. With `options` either way.
+/// `--bind systemd`, or whenever sockets were passed (`LISTEN_FDS`: systemd,
+/// `systemd-socket-activate`, the predecessor of a SIGHUP reload): the declared server on the
+/// passed socket; otherwise on the `--bind` address. With `options` either way.
 pub fn bind_declared<D>(
     handler: D,
     args: &Args,
@@ -349,7 +350,8 @@ where
     D::Transport: sockserve::systemd::Inherit,
     for<'a> &'a str: sockserve::transport::ToAddress<<D::Transport as Transport>::BindAddress>,
 {
-    if args.bind == "systemd" {
+    // A reloaded process (SIGHUP) gets its predecessor's socket the same way.
+    if args.bind == "systemd" || sockserve::systemd::activated() {
         let mut server = handler.on_transport(sockserve::systemd::inherited(None, &options)?, options)?;
         server.server_bind()?;
         server.server_activate()?;

@@ -83,6 +83,7 @@ mod declared;
 mod handler;
 mod options;
 mod pipeline;
+mod reload;
 mod serve;
 mod server;
 pub mod signals;

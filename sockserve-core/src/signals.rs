@@ -14,6 +14,11 @@
 //! 4. if the drain has not ended after [`Graceful::drain`], the process exits with status 1;
 //!    a second signal exits at once with status 1.
 //!
+//! SIGHUP (servers on a listen backlog: TCP, Unix streams) reloads without downtime: a new
+//! process of the same program gets the listening socket and, once it says it serves, this one
+//! stops as above (see `reload.rs`: the successor adopts the socket from `LISTEN_FDS`, e.g.
+//! through [`systemd::inherited`](crate::systemd::inherited)).
+//!
 //! The signals are caught with `signal-hook` (its self-pipe iterator, on a thread of its own),
 //! not with a hand-written `sigaction`.
 //!
@@ -39,7 +44,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use std::os::fd::AsFd;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
 use crate::concurrency::Concurrency;
@@ -240,15 +247,75 @@ impl StopSignals {
     pub fn serve<T: Transport, C: Concurrency, H>(self, server: &Server<T, C, H>) -> io::Result<()> {
         let handle = server.shutdown_handle();
         let guard = self.on_stop(move || handle.shutdown());
+        let reload = Reload::start(server)?;
         crate::systemd::notify_ready();
         let served = server.serve_forever();
-        if T::BACKLOG && served.is_ok() && !server.is_closed() {
+        let handed_over = reload.as_ref().is_some_and(Reload::handed_over);
+        if handed_over {
+            // The successor accepts from the same socket now: let go of it without shutting it
+            // down, and leave its queue to the successor.
+            if let Some(fd) = server.fileno() {
+                if let Err(e) = sys::detach_listener(fd) {
+                    log::error!("reload: could not let go of the listening socket: {e}");
+                }
+            }
+        } else if T::BACKLOG && served.is_ok() && !server.is_closed() {
             // Connections the kernel completed before the stop are served, not reset.
             server.serve_pending(PENDING_LIMIT);
         }
         server.server_close();
         guard.drained();
+        drop(reload);
         served
+    }
+}
+
+/// SIGHUP: hand the listening socket to a new process of the same program, then stop
+/// (see [`crate::reload`]). Only for transports with a listen backlog (TCP, Unix streams).
+struct Reload {
+    handle: Handle,
+    handed_over: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Reload {
+    fn start<T: Transport, C: Concurrency, H>(server: &Server<T, C, H>) -> io::Result<Option<Reload>> {
+        let listener = match server.fileno() {
+            Some(fd) if T::BACKLOG => fd.try_clone_to_owned()?,
+            _ => return Ok(None),
+        };
+        let mut signals = Signals::new([SIGHUP])?;
+        let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reload = Reload {
+            handle: signals.handle(),
+            handed_over: Arc::clone(&handed_over),
+        };
+        let shutdown = server.shutdown_handle();
+        thread::spawn(move || {
+            for _ in signals.forever() {
+                log::info!("SIGHUP: starting a new process and handing it the listening socket");
+                match crate::reload::hand_over(listener.as_fd()) {
+                    Ok(pid) => {
+                        log::info!("reload: process {pid} took over; finishing the requests in flight");
+                        handed_over.store(true, Ordering::SeqCst);
+                        set_stop_requested();
+                        shutdown.shutdown();
+                        break;
+                    }
+                    Err(e) => log::error!("reload failed, still serving: {e}"),
+                }
+            }
+        });
+        Ok(Some(reload))
+    }
+
+    fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Reload {
+    fn drop(&mut self) {
+        self.handle.close();
     }
 }
 

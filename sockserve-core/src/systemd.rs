@@ -67,6 +67,12 @@ fn pool() -> &'static Mutex<Vec<Inherited>> {
     })
 }
 
+/// Whether sockets were passed to this process (by systemd, `systemd-socket-activate`, or the
+/// previous process of a reload) and not all taken yet.
+pub fn activated() -> bool {
+    !pool().lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+}
+
 /// Takes every socket passed by the service manager that was not taken yet (in order), or an
 /// empty list when this process was not socket-activated. Each socket is handed out once.
 pub fn take_all() -> Vec<Inherited> {
@@ -155,8 +161,18 @@ pub fn inherited<T: Inherit>(name: Option<&str>, options: &Options) -> io::Resul
 }
 
 fn notify(state: NotifyState<'_>) {
-    if let Err(e) = sd_notify::notify(&[state]) {
-        log::warn!("sd_notify: {e}");
+    match sd_notify::notify(&[state]) {
+        Ok(()) => {}
+        // The notification socket of a reload is gone once the predecessor has exited.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            log::debug!("sd_notify: {e}")
+        }
+        Err(e) => log::warn!("sd_notify: {e}"),
     }
 }
 
