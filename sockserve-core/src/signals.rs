@@ -14,7 +14,7 @@
 //! 4. if the drain has not ended after [`Graceful::drain`], the process exits with status 1;
 //!    a second signal exits at once with status 1.
 //!
-//! SIGHUP (servers on a listen backlog: TCP, Unix streams) reloads without downtime: a new
+//! SIGHUP (TCP servers) reloads without downtime: a new
 //! process of the same program gets the listening socket and, once it says it serves, this one
 //! stops as above (see `reload.rs`: the successor adopts the socket from `LISTEN_FDS`, e.g.
 //! through [`systemd::inherited`](crate::systemd::inherited)).
@@ -246,8 +246,9 @@ impl StopSignals {
     /// while the program starts up is not lost).
     pub fn serve<T: Transport, C: Concurrency, H>(self, server: &Server<T, C, H>) -> io::Result<()> {
         let handle = server.shutdown_handle();
+        let deadline = (Arc::clone(&self.drained), self.graceful.drain);
         let guard = self.on_stop(move || handle.shutdown());
-        let reload = Reload::start(server)?;
+        let reload = Reload::start(server, deadline)?;
         crate::systemd::notify_ready();
         let served = server.serve_forever();
         let handed_over = reload.as_ref().is_some_and(Reload::handed_over);
@@ -271,18 +272,27 @@ impl StopSignals {
 }
 
 /// SIGHUP: hand the listening socket to a new process of the same program, then stop
-/// (see [`crate::reload`]). Only for transports with a listen backlog (TCP, Unix streams).
+/// (see `reload.rs`). TCP servers only.
 struct Reload {
     handle: Handle,
     handed_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reload {
-    fn start<T: Transport, C: Concurrency, H>(server: &Server<T, C, H>) -> io::Result<Option<Reload>> {
+    fn start<T: Transport, C: Concurrency, H>(
+        server: &Server<T, C, H>,
+        (drained, drain): (Arc<Drained>, Duration),
+    ) -> io::Result<Option<Reload>> {
         let listener = match server.fileno() {
             Some(fd) if T::BACKLOG => fd.try_clone_to_owned()?,
             _ => return Ok(None),
         };
+        // TCP only: a Unix server bound to a path removes its socket file when it closes, which
+        // would leave the successor listening on a socket nobody can reach.
+        let domain = socket2::SockRef::from(&listener).domain()?;
+        if domain != socket2::Domain::IPV4 && domain != socket2::Domain::IPV6 {
+            return Ok(None);
+        }
         let mut signals = Signals::new([SIGHUP])?;
         let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reload = Reload {
@@ -298,6 +308,14 @@ impl Reload {
                         log::info!("reload: process {pid} took over; finishing the requests in flight");
                         handed_over.store(true, Ordering::SeqCst);
                         set_stop_requested();
+                        thread::spawn(move || {
+                            if !drained.wait(drain) {
+                                log::error!(
+                                    "requests still in flight {drain:?} after the reload: exiting now"
+                                );
+                                std::process::exit(1);
+                            }
+                        });
                         shutdown.shutdown();
                         break;
                     }
