@@ -202,3 +202,38 @@ pub fn notify_stopping() {
         notify(NotifyState::Stopping);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inherit_checks_family_and_type() {
+        let options = Options::DEFAULT;
+        let tcp = OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
+        let udp = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let err = Udp::from_fd(tcp.try_clone().unwrap(), &options).unwrap_err();
+        assert!(err.to_string().contains("not a UDP socket"), "{err}");
+        let err = Unix::from_fd(tcp.try_clone().unwrap(), &options).unwrap_err();
+        assert!(err.to_string().contains("not a Unix stream socket"), "{err}");
+        let err = Tcp::from_fd(udp.try_clone().unwrap(), &options).unwrap_err();
+        assert!(err.to_string().contains("not a TCP socket"), "{err}");
+        assert!(Tcp::from_fd(tcp, &options).is_ok());
+        assert!(Udp::from_fd(udp, &options).is_ok());
+        let proxied = Proxied::<Tcp>::from_fd(
+            OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap()),
+            &Options::DEFAULT.proxy_protocol(crate::transport::ProxyProtocol::V1),
+        )
+        .unwrap();
+        assert_eq!(proxied.accepted(), crate::transport::ProxyProtocol::V1);
+    }
+
+    #[test]
+    fn without_listen_fds_nothing_is_inherited() {
+        // The test process was not socket-activated (LISTEN_PID does not name it).
+        assert!(!activated());
+        let err = inherited::<Tcp>(None, &Options::DEFAULT).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(take(Some("echo")).is_none());
+    }
+}
