@@ -33,12 +33,9 @@ use sockserve::server;
 use sockserve::transport::{Proxied, ProxyProtocol};
 use support::Connection as _;
 
-/// TCP with an optional PROXY header: `transport = ` takes a type name.
-type ProxiedTcp = Proxied<Tcp>;
-
-/// TCP whose connections may start with a PROXY protocol header (`--proxy-protocol`): behind
-/// HAProxy with `send-proxy` or `send-proxy-v2`, `verify_request` sees the original client.
-#[server(transport = ProxiedTcp, threading)]
+/// `proxy_protocol` makes the transport `Proxied<Tcp>`: with `--proxy-protocol` every
+/// connection must start with a PROXY header (v1 or v2), read before `verify_request`.
+#[server(tcp, threading, proxy_protocol = "any")]
 struct Gate {
     allowed: Vec<IpAddr>,
 }
@@ -114,9 +111,10 @@ fn main() -> ExitCode {
             }
         };
         log::info!("allowing {allowed:?}");
+        // The attribute declares the PROXY header; without the flag none is expected.
         let mut options = Gate::OPTIONS;
-        if args.flag("proxy-protocol") {
-            options.proxy_protocol = ProxyProtocol::Any;
+        if !args.flag("proxy-protocol") {
+            options.proxy_protocol = ProxyProtocol::Off;
         }
         support::bind_declared(Gate { allowed }, args, options)
     })
