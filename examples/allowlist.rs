@@ -6,9 +6,15 @@
 //! cargo run --example allowlist -- --bind 127.0.0.1:9005 --allow 127.0.0.2
 //! printf 'hi\n' | nc -N 127.0.0.1 9005                    # nothing: closed without a reply
 //! printf 'hi\n' | nc -N -s 127.0.0.2 127.0.0.1 9005       # served
+//! cargo run --example allowlist -- --bind 127.0.0.1:9005 --allow 127.0.0.2 --proxy-protocol
 //! ```
 //!
-//! `verify_request` runs in the serving thread before any handler thread starts, with the
+//! With `--proxy-protocol` every connection must start with a PROXY protocol header (v1 or
+//! v2), as HAProxy sends with `send-proxy`/`send-proxy-v2`: the header is read before
+//! `verify_request` (on the handler thread), so the list is matched against the original
+//! client, not the proxy; a connection without a valid header is logged and closed.
+//!
+//! `verify_request` runs before the handler, with the
 //! accepted connection and the client's address. Returning `false` makes the server close the
 //! connection at once (`shutdown_request`): the client reads end of file, no byte of reply. IPv4
 //! clients of an IPv6 socket (`::ffff:a.b.c.d`) are matched as their IPv4 address. Admitted
@@ -24,9 +30,12 @@ use std::time::Duration;
 
 use sockserve::prelude::*;
 use sockserve::server;
+use sockserve::transport::{Proxied, ProxyProtocol};
 use support::Connection as _;
 
-#[server(tcp, threading)]
+/// `proxy_protocol` makes the transport `Proxied<Tcp>`: with `--proxy-protocol` every
+/// connection must start with a PROXY header (v1 or v2), read before `verify_request`.
+#[server(tcp, threading, proxy_protocol = "any")]
 struct Gate {
     allowed: Vec<IpAddr>,
 }
@@ -39,7 +48,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl StreamHandler for Gate {
+impl StreamHandler<Proxied<Tcp>> for Gate {
     fn verify_request(&self, _request: &TcpStream, client_address: &SocketAddr) -> bool {
         let admitted = self.allowed.contains(&canonical(client_address.ip()));
         if !admitted {
@@ -48,11 +57,11 @@ impl StreamHandler for Gate {
         admitted
     }
 
-    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+    fn setup(&self, req: &mut StreamRequest<'_, Proxied<Tcp>>) -> io::Result<()> {
         req.request.poll_reads()
     }
 
-    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest<'_, Proxied<Tcp>>) -> io::Result<()> {
         writeln!(req.wfile, "welcome {}", req.client_address)?;
         support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, support::echo)
     }
@@ -78,11 +87,18 @@ const SPEC: support::Spec = support::Spec {
     about: "Line echo for listed client addresses only; others are closed without a reply.",
     default_bind: "127.0.0.1:9005",
     bind_value: "HOST:PORT",
-    options: &[support::Opt {
-        name: "allow",
-        value: Some("IP,IP..."),
-        help: "client addresses to serve [default: 127.0.0.1,::1]",
-    }],
+    options: &[
+        support::Opt {
+            name: "allow",
+            value: Some("IP,IP..."),
+            help: "client addresses to serve [default: 127.0.0.1,::1]",
+        },
+        support::Opt {
+            name: "proxy-protocol",
+            value: None,
+            help: "connections start with a PROXY v1 or v2 header (behind HAProxy)",
+        },
+    ],
 };
 
 fn main() -> ExitCode {
@@ -95,6 +111,11 @@ fn main() -> ExitCode {
             }
         };
         log::info!("allowing {allowed:?}");
-        Gate { allowed }.bind(args.bind.as_str())
+        // The attribute declares the PROXY header; without the flag none is expected.
+        let mut options = Gate::OPTIONS;
+        if !args.flag("proxy-protocol") {
+            options.proxy_protocol = ProxyProtocol::Off;
+        }
+        support::bind_declared(Gate { allowed }, args, options)
     })
 }

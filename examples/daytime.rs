@@ -92,7 +92,7 @@ fn run() -> io::Result<()> {
     io::stdout().flush()?;
 
     let (tcp_handle, udp_handle) = (tcp.shutdown_handle(), udp.shutdown_handle());
-    stopper.on_stop(move || {
+    let _stop = stopper.on_stop(move || {
         tcp_handle.shutdown();
         udp_handle.shutdown();
     });

@@ -8,6 +8,8 @@
 //! Every line a client sends comes back unchanged. A line longer than 4096 bytes gets
 //! `error: line too long` and the connection is closed; a client idle for 5 minutes is dropped.
 //! SIGTERM/SIGINT: stop accepting, answer the lines already received, exit 0.
+//! `--bind systemd` serves on the socket systemd passed (socket activation):
+//! `systemd-socket-activate -l 127.0.0.1:9000 target/debug/examples/echo_tcp --bind systemd`.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -47,6 +49,7 @@ const SPEC: support::Spec = support::Spec {
 fn main() -> ExitCode {
     support::run(&SPEC, |args| {
         // The attribute's options are the defaults; the command line overrides what it sets.
-        Echo.bind_with(args.bind.as_str(), args.server_options(Echo::OPTIONS))
+        // `--bind systemd`: the socket systemd passed.
+        support::bind_declared(Echo, args, args.server_options(Echo::OPTIONS))
     })
 }

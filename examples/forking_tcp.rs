@@ -58,6 +58,6 @@ const SPEC: support::Spec = support::Spec {
 
 fn main() -> ExitCode {
     support::run(&SPEC, |args| {
-        PerProcess.bind_with(args.bind.as_str(), args.server_options(PerProcess::OPTIONS))
+        support::bind_declared(PerProcess, args, args.server_options(PerProcess::OPTIONS))
     })
 }

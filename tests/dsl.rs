@@ -199,3 +199,38 @@ fn a_declared_server_adopts_a_listening_socket() {
         serving.join().unwrap().unwrap();
     });
 }
+
+/// `proxy_protocol` wraps the declared TCP transport in `transport::Proxied` and sets the
+/// option.
+#[server(tcp, threading, proxy_protocol = "v2")]
+struct BehindProxy;
+
+impl StreamHandler<sockserve::transport::Proxied<Tcp>> for BehindProxy {
+    fn handle(&self, req: &mut StreamRequest<'_, sockserve::transport::Proxied<Tcp>>) -> io::Result<()> {
+        writeln!(req.wfile, "{}", req.client_address)
+    }
+}
+
+#[test]
+fn proxy_protocol_key_declares_a_proxied_tcp_server() {
+    assert_eq!(
+        BehindProxy::OPTIONS.proxy_protocol,
+        sockserve::transport::ProxyProtocol::V2
+    );
+    let server: Server<sockserve::transport::Proxied<Tcp>, Threading, BehindProxy> =
+        BehindProxy.bind("127.0.0.1:0").unwrap();
+    let address = server.server_address();
+    let server = std::sync::Arc::new(server);
+    let serving = std::sync::Arc::clone(&server);
+    let thread = std::thread::spawn(move || serving.serve_forever());
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    header.extend_from_slice(&[198, 51, 100, 4, 127, 0, 0, 1, 0x1f, 0x90, 0x23, 0x28]);
+    stream.write_all(&header).unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).unwrap();
+    assert_eq!(line, "198.51.100.4:8080\n");
+    server.shutdown();
+    thread.join().unwrap().unwrap();
+}

@@ -118,7 +118,7 @@ fn run() -> io::Result<()> {
     let server: RpcServer = RpcServer::bind(args.bind.as_str(), service, options)?;
     support::announce(server.tcp_address());
     let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
+    let _stop = stopper.on_stop(move || handle.shutdown());
     server.serve_forever()
     // Dropping the server unregisters from rpcbind and closes both sockets.
 }

@@ -19,11 +19,12 @@
 //!   exits at once with status 1;
 //! - errors go to stderr through `log` (`RUST_LOG=debug` for more); bad client input never panics.
 //!
-//! How a stop reaches the connections: the signal thread sets a stop flag, then calls the
-//! servers' `shutdown()`. Handlers read through [`Patient`], which polls the socket every
-//! [`POLL`] and reports end of input once the flag is set and the client is idle, so a handler
-//! finishes the request it is working on and then returns. The flag lives in a shared anonymous
-//! memory page, so the children of a forking server see it too.
+//! How a stop reaches the connections: the library catches the signal
+//! ([`sockserve::Server::serve_until_signal`]), sets its stop flag and calls the server's
+//! `shutdown()`. Handlers read through [`Patient`], which polls the socket every [`POLL`] and
+//! reports end of input once the flag is set ([`sockserve::signals::stop_requested`]) and the
+//! client is idle, so a handler finishes the request it is working on and then returns. The
+//! flag lives in shared memory, so the children of a forking server see it too.
 
 // Each example uses a part of this module.
 #![allow(dead_code)]
@@ -34,12 +35,10 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
 use sockserve::concurrency::Concurrency;
 use sockserve::transport::Transport;
 use sockserve::Server;
@@ -285,39 +284,10 @@ pub fn announce(address: impl Display) {
     let _ = out.flush();
 }
 
-/// The stop flag: one `AtomicBool` in a page shared with forked children.
-fn stop_flag() -> &'static AtomicBool {
-    static FLAG: OnceLock<&'static AtomicBool> = OnceLock::new();
-    FLAG.get_or_init(|| {
-        let size = std::mem::size_of::<AtomicBool>();
-        // SAFETY: an anonymous shared mapping of `size` bytes with no address hint and no file:
-        // the arguments are valid by construction and the result is checked against MAP_FAILED.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if page == libc::MAP_FAILED {
-            log::warn!(
-                "no shared memory for the stop flag ({}); forked children will not see a stop",
-                io::Error::last_os_error()
-            );
-            return Box::leak(Box::new(AtomicBool::new(false)));
-        }
-        // SAFETY: the mapping is page-aligned, zero-filled (a valid `false`), at least `size`
-        // bytes, never unmapped (so `'static`), and only ever accessed atomically.
-        unsafe { &*page.cast::<AtomicBool>() }
-    })
-}
-
-/// Whether a stop was asked for (by SIGTERM or SIGINT), in this process or its forking parent.
+/// Whether a stop was asked for (by SIGTERM or SIGINT), in this process or its forking parent:
+/// the library's flag ([`sockserve::signals::stop_requested`]).
 pub fn stopping() -> bool {
-    stop_flag().load(Ordering::SeqCst)
+    sockserve::signals::stop_requested()
 }
 
 /// Turns `main`'s result into the exit status, logging an error (to stderr) first.
@@ -334,59 +304,34 @@ pub fn report(result: io::Result<()>) -> ExitCode {
     }
 }
 
-/// Signals registered by [`start`], waiting for [`Stopper::on_stop`].
-pub struct Stopper {
-    signals: signal_hook::iterator::Signals,
+/// SIGTERM and SIGINT, caught by the library from [`start`] on (for the examples that run
+/// several servers or serve in their own way; the others use [`run`]).
+pub type Stopper = sockserve::signals::StopSignals;
+
+fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).try_init();
 }
 
-/// Sets up an example process: logging to stderr, the stop flag, and SIGTERM/SIGINT handling.
-///
-/// Call it first thing in `main`, before binding: from then on a signal no longer kills the
-/// process but is kept until [`Stopper::on_stop`] acts on it.
+/// Sets up an example process that serves in its own way: logging to stderr, and
+/// SIGTERM/SIGINT caught by the library ([`sockserve::signals::StopSignals`]): from then on a
+/// signal no longer kills the process but is kept until [`Stopper::on_stop`] acts on it.
 pub fn start() -> io::Result<Stopper> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    stop_flag();
-    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    Ok(Stopper { signals })
+    init_logging();
+    sockserve::signals::StopSignals::install(sockserve::signals::Graceful::DEFAULT)
 }
 
-impl Stopper {
-    /// On the first SIGTERM or SIGINT, sets the stop flag and calls `stop` (typically the
-    /// servers' `ShutdownHandle::shutdown`) on a thread of its own. A second signal exits at once
-    /// with status 1.
-    pub fn on_stop(mut self, stop: impl FnOnce() + Send + 'static) {
-        thread::spawn(move || {
-            let mut stop = Some(stop);
-            for signal in self.signals.forever() {
-                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-                match stop.take() {
-                    Some(stop) => {
-                        log::info!("{name}: finishing the requests in flight, then exiting");
-                        stop_flag().store(true, Ordering::SeqCst);
-                        stop();
-                    }
-                    None => {
-                        log::warn!("{name} again: exiting now");
-                        std::process::exit(1);
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// Serves `server` until a stop: prints its `listening on ADDR` line, lets the first
-/// SIGTERM/SIGINT shut it down ([`Stopper::on_stop`]), and runs `serve_forever`.
+/// Serves `server` until a stop: prints its `listening on ADDR` line, then lets the library
+/// serve it until the first SIGTERM/SIGINT and drain the requests in flight.
 pub fn serve<T: Transport, C: Concurrency, H>(server: Server<T, C, H>, stopper: Stopper) -> io::Result<()> {
     announce(server.server_address());
-    let handle = server.shutdown_handle();
-    stopper.on_stop(move || handle.shutdown());
-    server.serve_forever()
+    stopper.serve(&server)
 }
 
-/// The whole `main` of an example that runs one server: sets up the process ([`start`]),
-/// parses the command line ([`parse_args`]), makes the server with `bind` and [`serve`]s it.
-/// An error (from `bind`, say) is logged and the exit status is 1 ([`report`]).
+/// The whole `main` of an example that runs one server: sets up logging and the library's
+/// signal handling ([`start`]), parses the command line ([`parse_args`]), makes the server with
+/// `bind` and [`serve`]s it (the library's graceful stop,
+/// [`StopSignals::serve`](sockserve::signals::StopSignals::serve)). An error (from `bind`, say)
+/// is logged and the exit status is 1 ([`report`]).
 pub fn run<T: Transport, C: Concurrency, H>(
     spec: &Spec,
     bind: impl FnOnce(&Args) -> io::Result<Server<T, C, H>>,
@@ -396,6 +341,30 @@ pub fn run<T: Transport, C: Concurrency, H>(
         serve(bind(&args)?, stopper)
     });
     report(served)
+}
+
+/// `--bind systemd`, or whenever sockets were passed (`LISTEN_FDS`: systemd,
+/// `systemd-socket-activate`, the predecessor of a SIGHUP reload): the declared server on the
+/// passed socket; otherwise on the `--bind` address. With `options` either way.
+pub fn bind_declared<D>(
+    handler: D,
+    args: &Args,
+    options: sockserve::Options,
+) -> io::Result<Server<D::Transport, D::Concurrency, D>>
+where
+    D: sockserve::Declared,
+    D::Transport: sockserve::systemd::Inherit,
+    for<'a> &'a str: sockserve::transport::ToAddress<<D::Transport as Transport>::BindAddress>,
+{
+    // A reloaded process (SIGHUP) gets its predecessor's socket the same way.
+    if args.bind == "systemd" || sockserve::systemd::activated() {
+        let mut server = handler.on_transport(sockserve::systemd::inherited(None, &options)?, options)?;
+        server.server_bind()?;
+        server.server_activate()?;
+        Ok(server)
+    } else {
+        handler.bind_with(args.bind.as_str(), options)
+    }
 }
 
 /// Stream sockets the examples read from: set up for [`Patient`] reads.
@@ -530,7 +499,7 @@ pub fn echo<W: Write>(line: &[u8], out: &mut W) -> io::Result<Next> {
 
 /// Serves a line protocol on one connection: reads lines of at most [`MAX_LINE`] bytes through
 /// [`Patient`] (idle clients are dropped after `idle`), sleeps for `--delay`, and lets `answer`
-/// write the reply. Ends at end of input, when a stop was asked for (after answering the line in
+/// write the reply. Ends at end of input, when a stop was asked for and the client is idle (after answering the line in
 /// hand), when `answer` says [`Next::Close`], or after answering a too-long line with
 /// `error: line too long`.
 pub fn serve_lines<R: BufRead, W: Write>(
@@ -541,7 +510,9 @@ pub fn serve_lines<R: BufRead, W: Write>(
 ) -> io::Result<()> {
     let mut input = Patient::new(rfile, idle);
     let mut line = Vec::new();
-    while !stopping() {
+    // A stop ends the loop through `Patient`: end of input once the client is idle, so a line
+    // that already arrived (or arrives within a POLL) is still answered.
+    loop {
         match read_line(&mut input, MAX_LINE, &mut line)? {
             Line::Eof => break,
             Line::TooLong => {

@@ -83,9 +83,12 @@ mod declared;
 mod handler;
 mod options;
 mod pipeline;
+mod reload;
 mod serve;
 mod server;
+pub mod signals;
 mod sys;
+pub mod systemd;
 pub mod transport;
 
 pub use concurrency::multiplex::{CloseReason, ConnHandle, ConnIo, ConnectionHandler};

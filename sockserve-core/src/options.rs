@@ -22,6 +22,7 @@ use std::time::Duration;
 /// | `socket_mode`, `remove_stale_socket` | unix | new |
 /// | `oob_inline` | tcp | new (the socket option `SO_OOBINLINE`) |
 /// | `workers`, `max_connections`, `idle_timeout`, `max_input` | multiplex | new |
+/// | `proxy_protocol` | [`Proxied`](crate::transport::Proxied) stream transports | new (HAProxy's PROXY protocol) |
 ///
 /// Build one from [`Options::DEFAULT`] (or a declared handler's `OPTIONS`) with the setters,
 /// one per field and named after it, usable in `const` context; or change the public fields
@@ -115,6 +116,12 @@ pub struct Options {
     /// consumed yet); a connection above it goes to `handle_error` and is closed. Bounds memory
     /// against oversized messages and slow senders. Default 1 MiB.
     pub max_input: usize,
+    /// Stream servers whose transport is [`Proxied`](crate::transport::Proxied): which PROXY
+    /// protocol header (HAProxy's v1 text or v2 binary) each connection must start with; the
+    /// original client's address then replaces `client_address`. Default
+    /// [`ProxyProtocol::Off`](crate::transport::ProxyProtocol::Off). Other transports ignore
+    /// it.
+    pub proxy_protocol: crate::transport::ProxyProtocol,
 }
 
 impl Options {
@@ -141,6 +148,7 @@ impl Options {
         max_connections: None,
         idle_timeout: None,
         max_input: 1 << 20,
+        proxy_protocol: crate::transport::ProxyProtocol::Off,
     };
 }
 
@@ -182,6 +190,7 @@ setters! {
     max_connections: Option<usize>,
     idle_timeout: Option<Duration>,
     max_input: usize,
+    proxy_protocol: crate::transport::ProxyProtocol,
 }
 
 impl Options {

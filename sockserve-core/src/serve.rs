@@ -252,6 +252,23 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
         result
     }
 
+    /// Takes and processes the requests already pending (a listener's backlog), without
+    /// waiting, at most `limit` of them: a graceful stop serves what the kernel accepted on the
+    /// server's behalf before the socket closes, rather than resetting it.
+    pub(crate) fn serve_pending(&self, limit: usize) {
+        let transport = &self.core.context.transport;
+        for _ in 0..limit {
+            match take_request(transport) {
+                Ok(Some((request, client_address))) => self.handle_one(request, client_address),
+                Ok(None) => break,
+                Err(error) => match classify(&error) {
+                    AcceptFailure::Retry | AcceptFailure::Skip => {}
+                    AcceptFailure::BackOff | AcceptFailure::Fatal => break,
+                },
+            }
+        }
+    }
+
     /// One request, from `get_request` on: the steps of `verify_and_process`.
     fn handle_one(&self, request: T::Request, client_address: T::Address) {
         (self.steps.handle_one)(&self.concurrency, &self.core, request, client_address)

@@ -335,3 +335,64 @@ pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: getpid cannot fail and takes no arguments.
     unsafe { libc::getpid() }
 }
+
+/// Takes ownership of a descriptor the process inherited (systemd's `LISTEN_FDS`), after
+/// checking that it is open.
+///
+/// The caller ([`crate::systemd`]) takes each inherited descriptor at most once, under a lock,
+/// so no two owners ever close the same one.
+pub(crate) fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD reads only the descriptor flags; an fd that is not open gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above) and, by the caller's contract, owned by nobody else
+    // in this process: systemd handed it over, and it is taken once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Spawns `command` with `fd` as its descriptor 3 (systemd's `SD_LISTEN_FDS_START`), open
+/// across `exec`: a reloaded server hands its listening socket to its successor this way.
+pub(crate) fn spawn_with_fd3(
+    command: &mut std::process::Command,
+    fd: BorrowedFd<'_>,
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: the hook runs in the forked child before exec and calls only dup2 and fcntl,
+    // which are async-signal-safe; it allocates nothing and touches no lock. `raw` stays open
+    // in the parent for the whole spawn (the caller borrows it), so the child's copy is valid.
+    unsafe {
+        command.pre_exec(move || {
+            if raw == 3 {
+                // dup2 onto itself keeps FD_CLOEXEC: clear it.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// Makes `fd` refer to a fresh, unbound socket of the same family instead of the listening
+/// socket it referred to, atomically (`dup2`): this process lets go of a listening socket it
+/// handed to a successor, so that closing the server (which shuts its socket down) cannot stop
+/// the successor's listener. The fresh socket's own descriptor is closed once, on return.
+pub(crate) fn detach_listener(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let domain = SockRef::from(&fd).domain()?;
+    let dummy = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    // SAFETY: both descriptors are open (`fd` is borrowed from the server's transport,
+    // `dummy` is owned here); dup2 atomically replaces what `fd` refers to, closing this
+    // process's reference to the listening socket, and leaves `dummy`'s own descriptor to be
+    // closed by its drop.
+    if unsafe { libc::dup2(dummy.as_raw_fd(), fd.as_raw_fd()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl on the descriptor just made by dup2, which does not copy FD_CLOEXEC.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(())
+}

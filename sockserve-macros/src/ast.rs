@@ -68,6 +68,8 @@ pub(crate) enum ConstValue {
     Int(u64),
     /// A duration in nanoseconds.
     Duration(u64),
+    /// A `ProxyProtocol` variant: `V1`, `V2` or `Any`.
+    Proxy(&'static str),
 }
 
 /// One validated `key = value`.

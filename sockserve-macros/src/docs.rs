@@ -28,6 +28,7 @@ pub(crate) fn key_table() -> String {
             ValueKind::TypeName => "string: a type name".to_string(),
             ValueKind::CratePath => "string: a path".to_string(),
             ValueKind::TransportType => "a type path".to_string(),
+            ValueKind::Proxy => "`\"v1\"` / `\"v2\"` / `\"any\"`".to_string(),
         };
         let default = if key.default.starts_with("none") || key.default.contains('`') {
             key.default.to_string()

@@ -112,13 +112,22 @@ fn root_at(server: &Server, span: Span) -> TokenStream {
     }
 }
 
-/// `::sockserve::transport::Tcp`, or the custom transport type.
+/// Whether `proxy_protocol` wraps the transport in `transport::Proxied`.
+fn proxied(server: &Server) -> bool {
+    server.options.iter().any(|o| o.key.kind == ValueKind::Proxy)
+}
+
+/// `::sockserve::transport::Tcp` (`Proxied<Tcp>` with `proxy_protocol`), or the custom
+/// transport type.
 fn transport_path(server: &Server) -> TokenStream {
     if let Some(ty) = &server.custom_transport {
         return quote!(#ty);
     }
     let root = root(server);
     let ty = Ident::new(server.transport.def.ty, Span::call_site());
+    if proxied(server) {
+        return quote!(#root::transport::Proxied<#root::transport::#ty>);
+    }
     quote!(#root::transport::#ty)
 }
 
@@ -141,7 +150,7 @@ fn alias(server: &Server) -> TokenStream {
     let (transport, concurrency) = (server.transport.def, server.concurrency.def);
     let root = root(server);
     let target = match concurrency.alias_prefix {
-        Some(prefix) if server.custom_transport.is_none() => {
+        Some(prefix) if server.custom_transport.is_none() && !proxied(server) => {
             let alias = format_ident!("{}{}Server", prefix, transport.alias_stem);
             quote!(#root::#alias<#handler>)
         }
@@ -231,14 +240,14 @@ fn declared(server: &Server, body: TokenStream) -> TokenStream {
 fn options(root: &TokenStream, options: &[OptionValue]) -> TokenStream {
     let setters = options.iter().map(|option| {
         let field = &option.ident;
-        let value = value(option);
+        let value = value(root, option);
         quote!(.#field(#value))
     });
     quote!(#root::Options::DEFAULT #(#setters)*)
 }
 
 /// One field value, as a constant expression spanned on the value as written.
-fn value(option: &OptionValue) -> TokenStream {
+fn value(root: &TokenStream, option: &OptionValue) -> TokenStream {
     let span = option.span;
     let value = match option.value {
         ConstValue::Bool(b) => quote_spanned!(span=> #b),
@@ -247,11 +256,19 @@ fn value(option: &OptionValue) -> TokenStream {
             quote_spanned!(span=> #lit)
         }
         ConstValue::Duration(nanos) => duration(nanos, span),
+        ConstValue::Proxy(variant) => {
+            let variant = Ident::new(variant, span);
+            quote_spanned!(span=> #root::transport::ProxyProtocol::#variant)
+        }
     };
     let optional = match option.key.kind {
         ValueKind::Duration { optional, .. } | ValueKind::Int { optional, .. } => optional,
         ValueKind::Mode => true,
-        ValueKind::Bool | ValueKind::TypeName | ValueKind::CratePath | ValueKind::TransportType => false,
+        ValueKind::Bool
+        | ValueKind::Proxy
+        | ValueKind::TypeName
+        | ValueKind::CratePath
+        | ValueKind::TransportType => false,
     };
     if optional {
         quote_spanned!(span=> ::core::option::Option::Some(#value))

@@ -125,6 +125,9 @@ pub(crate) enum ValueKind {
     CratePath,
     /// A custom transport type, as a path (not an `Options` field).
     TransportType,
+    /// A PROXY protocol version, `"v1"`, `"v2"` or `"any"`: the transport becomes
+    /// `transport::Proxied<..>` of the declared one.
+    Proxy,
 }
 
 impl ValueKind {
@@ -367,6 +370,16 @@ pub(crate) const KEYS: &[KeyDef] = &[
         example: "false",
         python: "none (new; the socket option `SO_OOBINLINE`)",
         doc: "Keep TCP urgent bytes in the stream; `false` hands each to `handle_urgent` instead.",
+    },
+    KeyDef {
+        name: "proxy_protocol",
+        kind: ValueKind::Proxy,
+        transports: Scope::Only(&["tcp"]),
+        concurrency: Scope::All,
+        default: "none",
+        example: "\"v2\"",
+        python: "none (new; HAProxy's PROXY protocol)",
+        doc: "Read a PROXY header before `verify_request`; the transport becomes `Proxied<Tcp>`.",
     },
     KeyDef {
         name: "socket_mode",

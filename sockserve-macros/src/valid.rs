@@ -406,6 +406,7 @@ fn expected(key: &KeyDef) -> String {
             format!("`{name}` takes a positive integer, like `{name} = {example}`")
         }
         ValueKind::Mode => format!("`{name}` takes an octal permission mode, like `{name} = {example}`"),
+        ValueKind::Proxy => format!("`{name}` takes \"v1\", \"v2\" or \"any\", like `{name} = {example}`"),
         ValueKind::TypeName => {
             format!("`{name}` takes the server type's name as a string, like `{name} = {example}`")
         }
@@ -434,6 +435,18 @@ fn check_value(option: &OptionArg, key: &KeyDef) -> syn::Result<ConstValue> {
         ValueKind::Duration { positive, .. } => duration_value(option, key, positive),
         ValueKind::Int { ty, min, max, .. } => int_value(option, key, ty, min, max),
         ValueKind::Mode => mode_value(option, key),
+        ValueKind::Proxy => match &option.value {
+            Value::Lit(Lit::Str(s)) => match s.value().as_str() {
+                "v1" => Ok(ConstValue::Proxy("V1")),
+                "v2" => Ok(ConstValue::Proxy("V2")),
+                "any" => Ok(ConstValue::Proxy("Any")),
+                other => Err(syn::Error::new_spanned(
+                    &option.expr,
+                    format!("{}; found \"{other}\"", expected(key)),
+                )),
+            },
+            _ => Err(wrong_type(option, key)),
+        },
         ValueKind::TypeName | ValueKind::CratePath | ValueKind::TransportType => {
             unreachable!("`{}` is not an Options field", key.name)
         }

@@ -66,6 +66,7 @@ impl Tcp {
 }
 
 impl Transport for Tcp {
+    const BACKLOG: bool = true;
     type Request = TcpStream;
     type Address = SocketAddr;
     type ServerAddress = SocketAddr;

@@ -25,9 +25,11 @@ use std::time::Duration;
 use crate::options::Options;
 
 mod inet;
+mod proxy;
 mod unix;
 
 pub use inet::{Tcp, Udp};
+pub use proxy::{read_proxy_header, Proxied, ProxyProtocol, HEADER_TIMEOUT, MAX_HEADER};
 pub use unix::{Unix, UnixAddr, UnixDgram};
 
 /// Marker: the transport's requests are connections, served by a
@@ -88,6 +90,12 @@ pub trait Transport: Sized + 'static {
     fn close_request(&self, request: Self::Request) {
         drop(request)
     }
+    /// Whether the transport's pending requests are connections the kernel already completed
+    /// (a listen backlog), which closing the socket would reset: a graceful stop
+    /// ([`Server::serve_until_signal`](crate::Server::serve_until_signal)) then serves them
+    /// before closing. `true` for [`Tcp`] and [`Unix`]; default `false` (a stop leaves pending
+    /// requests, such as queued rows, for the next server).
+    const BACKLOG: bool = false;
     /// Whether requests of this transport go through [`prepare`](Transport::prepare) before
     /// `verify_request`. Default `false`: `verify_request` runs at accept, in the serving
     /// thread, as in Python.

@@ -338,6 +338,7 @@ impl Unix {
 }
 
 impl Transport for Unix {
+    const BACKLOG: bool = true;
     type Request = net::UnixStream;
     type Address = UnixAddr;
     type ServerAddress = UnixAddr;

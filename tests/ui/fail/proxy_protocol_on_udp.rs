@@ -1,0 +1,6 @@
+use sockserve::server;
+
+#[server(udp, proxy_protocol = "v2")]
+struct Gate;
+
+fn main() {}
