@@ -38,3 +38,9 @@ mod fork;
 
 #[path = "faults/multiplex.rs"]
 mod multiplex;
+
+#[path = "tls_support/mod.rs"]
+mod tls_support;
+
+#[path = "faults/tls.rs"]
+mod tls;

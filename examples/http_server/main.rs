@@ -4,6 +4,9 @@
 //! cargo run --release --example http_server                      # ./ on 127.0.0.1:8000
 //! cargo run --example http_server -- --directory /srv/www --bind 127.0.0.1:8080
 //! curl -i http://127.0.0.1:8000/
+//! # HTTPS (SIGHUP reloads the certificate):
+//! cargo run --example http_server -- --tls-cert cert.pem --tls-key key.pem
+//! curl --cacert ca.pem https://localhost:8000/
 //! ```
 //!
 //! What it does:
@@ -53,6 +56,7 @@ use std::time::Duration;
 
 use sockserve::prelude::*;
 use sockserve::server;
+use sockserve::transport::{StreamTransport, Tls};
 use support::{Connection as _, Patient};
 
 use files::Resolved;
@@ -219,12 +223,16 @@ impl FileServer {
     }
 }
 
-impl StreamHandler for FileServer {
-    fn setup(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+/// One handler for plain TCP and for TLS over TCP (`--tls-cert`/`--tls-key`).
+impl<T: StreamTransport> StreamHandler<T> for FileServer
+where
+    T::Request: support::Connection,
+{
+    fn setup(&self, req: &mut StreamRequest<'_, T>) -> io::Result<()> {
         req.request.poll_reads()
     }
 
-    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest<'_, T>) -> io::Result<()> {
         let mut input = Patient::new(&mut req.rfile, REQUEST_TIMEOUT);
         let (response, request_line, head_only) = match parse::read_request(&mut input, &parse::LIMITS) {
             Ok(request) => {
@@ -275,13 +283,24 @@ const SPEC: support::Spec = support::Spec {
             value: None,
             help: "also serve and list dot-files such as .git/ and .env (hidden by default)",
         },
+        support::Opt {
+            name: "tls-cert",
+            value: Some("PEM"),
+            help: "serve HTTPS with this certificate chain (with --tls-key; SIGHUP reloads both)",
+        },
+        support::Opt {
+            name: "tls-key",
+            value: Some("PEM"),
+            help: "the private key of --tls-cert",
+        },
         support::MAX_THREADS,
         support::CONNECTION_TIMEOUT,
     ],
 };
 
 fn main() -> ExitCode {
-    support::run(&SPEC, |args| {
+    let served = support::start().and_then(|stopper| {
+        let args = support::parse_args(&SPEC);
         let directory = args.value("directory").unwrap_or(".");
         let root = match fs::canonicalize(directory) {
             Ok(root) if root.is_dir() => root,
@@ -296,7 +315,17 @@ fn main() -> ExitCode {
         };
         log::info!("serving {}", root.display());
         let show_hidden = args.flag("show-hidden");
-        FileServer { root, show_hidden }
-            .bind_with(args.bind.as_str(), args.server_options(FileServer::OPTIONS))
-    })
+        let handler = FileServer { root, show_hidden };
+        let options = args.server_options(FileServer::OPTIONS);
+        let (cert, key) = (args.value("tls-cert"), args.value("tls-key"));
+        if cert.is_none() && key.is_none() {
+            return support::serve(handler.bind_with(args.bind.as_str(), options)?, stopper);
+        }
+        // HTTPS: the same handler behind the TLS layer, offering HTTP/1.1 through ALPN.
+        let config = support::tls_config(cert, key, None, &["http/1.1"]);
+        let server: Server<Tls<Tcp>, Threading, FileServer> =
+            Server::with_options((args.bind.as_str(), config), handler, options)?;
+        support::serve(server, stopper)
+    });
+    support::report(served)
 }

@@ -93,6 +93,14 @@ impl Args {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeatable `--name`, in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.values
+            .iter()
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Whether the flag `--name` was given.
     pub fn flag(&self, name: &str) -> bool {
         self.flags.contains(&name)
@@ -422,6 +430,60 @@ impl Connection for UnixStream {
             drain(self, |t| self.set_read_timeout(Some(t)));
         }
     }
+}
+
+/// TLS connections: the socket underneath polls; `close_notify` (sent by the transport's
+/// `shutdown_request`) ends the reply, so there is nothing to drain.
+impl<S: Connection> Connection for sockserve::transport::TlsStream<S> {
+    fn poll_reads(&self) -> io::Result<()> {
+        self.get_ref().poll_reads()
+    }
+
+    fn close_gently(&self) {}
+}
+
+/// `--cert PEM --key PEM [--client-ca PEM]` for the TLS examples: the TLS configuration
+/// (mutual TLS with a client CA, client certificates required), and SIGHUP reloading the
+/// certificate and key from the same files. A missing or bad file ends the program with
+/// status 2.
+pub fn tls_config(
+    cert: Option<&str>,
+    key: Option<&str>,
+    client_ca: Option<&str>,
+    alpn: &[&str],
+) -> sockserve::transport::TlsConfig {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        log::error!("TLS needs both a certificate chain and a key (PEM files)");
+        std::process::exit(2);
+    };
+    let built = sockserve::transport::TlsConfig::from_pem_files(cert, key)
+        .and_then(|b| match client_ca {
+            Some(ca) => b.client_ca_pem_file(ca, true),
+            None => Ok(b),
+        })
+        .and_then(|b| b.alpn(alpn).build());
+    let config = match built {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("TLS configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    let (reload, cert, key) = (config.clone(), cert.to_string(), key.to_string());
+    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+        Ok(mut signals) => {
+            thread::spawn(move || {
+                for _ in signals.forever() {
+                    match reload.reload_pem_files(&cert, &key) {
+                        Ok(()) => log::info!("SIGHUP: reloaded {cert} and {key}; new connections get them"),
+                        Err(e) => log::error!("SIGHUP: reload failed, keeping the current certificate: {e}"),
+                    }
+                }
+            });
+        }
+        Err(e) => log::warn!("no SIGHUP reload: {e}"),
+    }
+    config
 }
 
 /// A reader over a socket set up with [`Connection::poll_reads`]: waits for input while the

@@ -53,20 +53,38 @@ pub enum RequestError {
     /// The connection made no progress for `connection_timeout` (Python's
     /// `StreamRequestHandler.timeout`) and was closed.
     TimedOut(Duration),
+    /// The connection failed the transport's prepare stage
+    /// ([`Transport::prepare`](crate::transport::Transport::prepare)): the peer did not
+    /// complete a TLS handshake (plaintext, garbage, a truncated or stalled handshake, a
+    /// refused certificate) or sent a bad header. A peer event: logged at debug level by
+    /// default, so a port scan does not flood the log.
+    Prepare(io::Error),
 }
 
 impl RequestError {
     /// Whether this is ordinary peer behaviour (a disconnect or an idle timeout) rather than a
     /// fault of the server or the handler.
     pub fn is_peer_event(&self) -> bool {
-        matches!(self, RequestError::Disconnected(_) | RequestError::TimedOut(_))
+        matches!(
+            self,
+            RequestError::Disconnected(_) | RequestError::TimedOut(_) | RequestError::Prepare(_)
+        )
     }
 
     /// The I/O error behind this failure, if there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            RequestError::Io(e) | RequestError::Disconnected(e) => Some(e),
+            RequestError::Io(e) | RequestError::Disconnected(e) | RequestError::Prepare(e) => Some(e),
             RequestError::Panic(_) | RequestError::TimedOut(_) => None,
+        }
+    }
+
+    /// A failed prepare stage: [`Disconnected`](RequestError::Disconnected) when the peer
+    /// reset the connection, [`Prepare`](RequestError::Prepare) otherwise.
+    pub(crate) fn from_prepare(e: io::Error) -> Self {
+        match RequestError::from(e) {
+            RequestError::Io(e) => RequestError::Prepare(e),
+            other => other,
         }
     }
 
@@ -98,6 +116,7 @@ impl fmt::Display for RequestError {
                 _ => write!(f, "the client went away ({e})"),
             },
             RequestError::TimedOut(t) => write!(f, "idle for {t:?} (connection_timeout), closed"),
+            RequestError::Prepare(e) => write!(f, "the connection failed its prepare stage: {e}"),
         }
     }
 }
@@ -105,7 +124,7 @@ impl fmt::Display for RequestError {
 impl std::error::Error for RequestError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RequestError::Io(e) | RequestError::Disconnected(e) => Some(e),
+            RequestError::Io(e) | RequestError::Disconnected(e) | RequestError::Prepare(e) => Some(e),
             RequestError::Panic(_) | RequestError::TimedOut(_) => None,
         }
     }

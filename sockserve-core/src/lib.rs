@@ -8,6 +8,8 @@
 //!   (IPv4 or IPv6, by the bound address), [`Udp`],
 //!   [`Unix`], [`UnixDgram`], or
 //!   your own [`Transport`](transport::Transport) (rows of a SQL table, say);
+//!   TLS over any stream transport is a layer, `transport::Tls<T>` (the `tls` feature, on
+//!   by default), whose handshake runs in the connection's prepare stage;
 //! - a **concurrency mix-in** ([`concurrency`]): how a request runs.
 //!   [`Synchronous`] (one at a time, in the serving thread),
 //!   [`Threading`] (a thread each),

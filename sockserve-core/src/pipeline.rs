@@ -81,7 +81,11 @@ where
     pub fn process_inline(&self, mut request: T::Request, mut client_address: T::Address) -> bool {
         if T::PREPARES {
             let transport = &self.context.transport;
-            if let Err(error) = guarded(|| Ok(transport.prepare(&mut request, &mut client_address)?)) {
+            if let Err(error) = guarded(|| {
+                transport
+                    .prepare(&mut request, &mut client_address)
+                    .map_err(RequestError::from_prepare)
+            }) {
                 self.handle_error(&client_address, &error);
                 self.shutdown_request(request);
                 return false;

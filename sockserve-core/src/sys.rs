@@ -396,3 +396,32 @@ pub(crate) fn detach_listener(fd: BorrowedFd<'_>) -> io::Result<()> {
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
     Ok(())
 }
+
+/// The credentials of the process at the other end of a connected Unix stream socket, as
+/// the kernel recorded them at `connect` (`SO_PEERCRED`): `(pid, uid, gid)`.
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<(libc::pid_t, libc::uid_t, libc::gid_t)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a live, writable `ucred` and `len` holds its size, as SO_PEERCRED
+    // expects; the kernel writes at most `len` bytes.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "SO_PEERCRED returned a short ucred",
+        ));
+    }
+    Ok((cred.pid, cred.uid, cred.gid))
+}

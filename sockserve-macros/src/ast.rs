@@ -96,4 +96,6 @@ pub(crate) struct Server<'a> {
     pub custom_transport: Option<syn::Type>,
     /// `crate = "path"`: where generated code finds sockserve (`::sockserve` when `None`).
     pub krate: Option<syn::Path>,
+    /// The `tls` word: the transport is wrapped in `transport::Tls`.
+    pub tls: bool,
 }

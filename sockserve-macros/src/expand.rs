@@ -117,18 +117,28 @@ fn proxied(server: &Server) -> bool {
     server.options.iter().any(|o| o.key.kind == ValueKind::Proxy)
 }
 
-/// `::sockserve::transport::Tcp` (`Proxied<Tcp>` with `proxy_protocol`), or the custom
-/// transport type.
+/// `::sockserve::transport::Tcp`, or the custom transport type; with `proxy_protocol`
+/// wrapped in `transport::Proxied<..>` and with `tls` in `transport::Tls<..>`, the PROXY
+/// header read first (`Proxied<Tls<Tcp>>`: the header comes before the TLS handshake).
 fn transport_path(server: &Server) -> TokenStream {
-    if let Some(ty) = &server.custom_transport {
-        return quote!(#ty);
-    }
     let root = root(server);
-    let ty = Ident::new(server.transport.def.ty, Span::call_site());
+    let inner = match &server.custom_transport {
+        Some(ty) => quote!(#ty),
+        None => {
+            let ty = Ident::new(server.transport.def.ty, Span::call_site());
+            quote!(#root::transport::#ty)
+        }
+    };
+    let inner = if server.tls {
+        quote!(#root::transport::Tls<#inner>)
+    } else {
+        inner
+    };
     if proxied(server) {
-        return quote!(#root::transport::Proxied<#root::transport::#ty>);
+        quote!(#root::transport::Proxied<#inner>)
+    } else {
+        inner
     }
-    quote!(#root::transport::#ty)
 }
 
 /// `::sockserve::concurrency::Threading`.
@@ -150,7 +160,7 @@ fn alias(server: &Server) -> TokenStream {
     let (transport, concurrency) = (server.transport.def, server.concurrency.def);
     let root = root(server);
     let target = match concurrency.alias_prefix {
-        Some(prefix) if server.custom_transport.is_none() && !proxied(server) => {
+        Some(prefix) if server.custom_transport.is_none() && !proxied(server) && !server.tls => {
             let alias = format_ident!("{}{}Server", prefix, transport.alias_stem);
             quote!(#root::#alias<#handler>)
         }
@@ -160,9 +170,11 @@ fn alias(server: &Server) -> TokenStream {
         }
     };
     let doc = format!(
-        "The server of [`{ident}`]: a `{}` transport with `{}` concurrency, \
+        "The server of [`{ident}`]: a `{}` transport{} with `{}` concurrency, \
          declared by `#[server]`.",
-        transport.name, concurrency.name
+        transport.name,
+        if server.tls { " over TLS" } else { "" },
+        concurrency.name
     );
     quote! {
         #[doc = #doc]
@@ -539,6 +551,26 @@ mod tests {
         );
         assert!(got.contains(&want.to_string()), "{got}");
         assert!(got.contains("type Transport = jobs :: Queue ;"), "{got}");
+    }
+
+    #[test]
+    fn tls_wraps_the_transport() {
+        let got = expand(
+            quote!(unix_stream, forking, tls),
+            quote!(
+                struct H;
+            ),
+        );
+        let want = "type HServer = :: sockserve :: Server < :: sockserve :: transport :: Tls < \
+                    :: sockserve :: transport :: Unix > , :: sockserve :: concurrency :: Forking , H > ;";
+        assert!(got.contains(want), "{got}");
+        let err = expand(
+            quote!(udp, tls),
+            quote!(
+                struct H;
+            ),
+        );
+        assert!(err.contains("`tls` needs a stream transport"), "{err}");
     }
 
     #[test]

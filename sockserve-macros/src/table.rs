@@ -40,6 +40,10 @@ pub(crate) const TRANSPORTS: &[TransportDef] = &[
     },
 ];
 
+/// The layer word `tls`: the transport wrapped in `::sockserve::transport::Tls` (TLS through
+/// rustls, the handshake in the prepare stage). Stream transports only.
+pub(crate) const TLS_WORD: &str = "tls";
+
 /// One concurrency keyword of the grammar.
 #[derive(Debug)]
 pub(crate) struct ConcurrencyDef {

@@ -20,8 +20,15 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
     let mut transport = None;
     let mut concurrency = None;
     let mut custom_transport = None;
+    let mut tls: Option<Span> = None;
     for arg in &input.args.args {
         match arg {
+            Arg::Word(word) if word.unraw() == table::TLS_WORD => {
+                if tls.is_some() {
+                    errors.push(syn::Error::new(word.span(), "`tls` is written twice: keep one"));
+                }
+                tls = Some(word.span());
+            }
             Arg::Word(word) => check_word(word, &mut transport, &mut concurrency, &mut errors),
             Arg::Option(option) if option.key.unraw() == "transport" => {
                 match custom_transport_type(option, transport.as_ref()) {
@@ -129,9 +136,21 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
             ),
         ));
     }
+    if let (Some(span), Some(t)) = (tls, &transport) {
+        if matches!(t.def.name, "udp" | "unix_datagram") {
+            errors.push(syn::Error::new(
+                span,
+                format!(
+                    "`tls` needs a stream transport (`tcp`, `unix_stream`), not `{}`: TLS runs over connections",
+                    t.def.name
+                ),
+            ));
+        }
+    }
     errors.finish()?;
     let ident = &input.item.ident;
     Ok(Server {
+        tls: tls.is_some(),
         item: &input.item,
         transport: transport.expect("a missing transport is an error"),
         concurrency,
@@ -180,6 +199,9 @@ pub(crate) fn fallback<'a>(item: &'a syn::ItemStruct, words: &[Ident]) -> Server
         options: Vec::new(),
         custom_transport: None,
         krate: None,
+        // `tls` on a datagram transport is the error itself: the fallback leaves it out, so
+        // that no second error follows from it.
+        tls: texts.iter().any(|t| t == table::TLS_WORD) && !matches!(transport.name, "udp" | "unix_datagram"),
     }
 }
 

@@ -25,11 +25,17 @@ use std::time::Duration;
 use crate::options::Options;
 
 mod inet;
+mod peercred;
 mod proxy;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod unix;
 
 pub use inet::{Tcp, Udp};
+pub use peercred::{PeerCred, PeerCredentials};
 pub use proxy::{read_proxy_header, Proxied, ProxyProtocol, HEADER_TIMEOUT, MAX_HEADER};
+#[cfg(feature = "tls")]
+pub use tls::{Tls, TlsConfig, TlsInfo, TlsStream};
 pub use unix::{Unix, UnixAddr, UnixDgram};
 
 /// Marker: the transport's requests are connections, served by a
