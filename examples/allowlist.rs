@@ -65,6 +65,17 @@ impl StreamHandler<Proxied<Tcp>> for Gate {
         writeln!(req.wfile, "welcome {}", req.client_address)?;
         support::serve_lines(&mut req.rfile, &mut req.wfile, IDLE, support::echo)
     }
+
+    /// A connection without a valid PROXY header is refused like one not on the list, and
+    /// said so at the same level (the default reports failed prepare stages at debug level
+    /// only, so that a port scan does not flood the log; behind a proxy a bad header means a
+    /// misconfiguration worth seeing).
+    fn handle_error(&self, client_address: &SocketAddr, error: &RequestError) {
+        match error {
+            RequestError::Prepare(e) => log::info!("refused {client_address}: {e}"),
+            other => sockserve::log_request_error(client_address, other),
+        }
+    }
 }
 
 /// How long a silent client keeps its connection.
