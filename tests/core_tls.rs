@@ -351,3 +351,14 @@ fn peer_credentials_reach_through_tls_on_a_unix_socket() {
         format!("uid={uid} pid={}\n", std::process::id())
     );
 }
+
+/// A layer keeps what its inner transport says about graceful stops: a TLS server, like the
+/// TCP or Unix one under it, serves the connections already in its listen backlog before it
+/// closes on a stop signal (and so does a PROXY layer over TLS).
+#[test]
+fn layers_keep_the_inner_transports_backlog_behaviour() {
+    assert!(<Tcp as Transport>::BACKLOG);
+    assert!(<Tls<Tcp> as Transport>::BACKLOG);
+    assert!(<Tls<Unix> as Transport>::BACKLOG);
+    assert!(<sockserve::transport::Proxied<Tls<Tcp>> as Transport>::BACKLOG);
+}

@@ -24,6 +24,47 @@ use std::time::Duration;
 
 use crate::options::Options;
 
+/// The parts of a [`Transport`] impl that a layer over another transport (`self.inner`, a
+/// `T: Transport`) hands straight to it: binding, activation, the address, the descriptor, the
+/// loop's waits, closing, and `BACKLOG`. A layer writes only what it changes (its request
+/// type, `open`, `get_request`, `prepare`, ...), so it cannot drift from its inner transport
+/// when the trait grows.
+macro_rules! delegate_to_inner {
+    () => {
+        const BACKLOG: bool = T::BACKLOG;
+
+        fn server_bind(&mut self, options: &$crate::options::Options) -> ::std::io::Result<()> {
+            self.inner.server_bind(options)
+        }
+        fn server_activate(&mut self, options: &$crate::options::Options) -> ::std::io::Result<()> {
+            self.inner.server_activate(options)
+        }
+        fn server_address(&self) -> T::ServerAddress {
+            self.inner.server_address()
+        }
+        fn fileno(&self) -> ::std::option::Option<::std::os::fd::BorrowedFd<'_>> {
+            self.inner.fileno()
+        }
+        fn wait_for_request(
+            &self,
+            wake: ::std::os::fd::BorrowedFd<'_>,
+            timeout: ::std::option::Option<::std::time::Duration>,
+        ) -> ::std::io::Result<bool> {
+            self.inner.wait_for_request(wake, timeout)
+        }
+        fn wait_for_request_only(
+            &self,
+            timeout: ::std::option::Option<::std::time::Duration>,
+        ) -> ::std::io::Result<()> {
+            self.inner.wait_for_request_only(timeout)
+        }
+        fn server_close(&self) {
+            self.inner.server_close()
+        }
+    };
+}
+use delegate_to_inner;
+
 mod inet;
 mod peercred;
 mod proxy;

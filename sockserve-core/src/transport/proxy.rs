@@ -258,22 +258,10 @@ where
     type BindAddress = T::BindAddress;
     type Kind = StreamKind;
     const PREPARES: bool = true;
-    const BACKLOG: bool = T::BACKLOG;
+    super::delegate_to_inner!();
 
     fn open(address: Self::BindAddress, options: &Options) -> io::Result<Self> {
         Ok(Proxied::new(T::open(address, options)?, options.proxy_protocol))
-    }
-    fn server_bind(&mut self, options: &Options) -> io::Result<()> {
-        self.inner.server_bind(options)
-    }
-    fn server_activate(&mut self, options: &Options) -> io::Result<()> {
-        self.inner.server_activate(options)
-    }
-    fn server_address(&self) -> Self::ServerAddress {
-        self.inner.server_address()
-    }
-    fn fileno(&self) -> Option<BorrowedFd<'_>> {
-        self.inner.fileno()
     }
     fn get_request(&self) -> io::Result<Option<(Self::Request, SocketAddr)>> {
         self.inner.get_request()
@@ -294,15 +282,6 @@ where
             self.inner.prepare(request, client_address)?;
         }
         Ok(())
-    }
-    fn wait_for_request(&self, wake: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-        self.inner.wait_for_request(wake, timeout)
-    }
-    fn wait_for_request_only(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.inner.wait_for_request_only(timeout)
-    }
-    fn server_close(&self) {
-        self.inner.server_close()
     }
 }
 

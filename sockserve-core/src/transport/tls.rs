@@ -57,7 +57,6 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -384,24 +383,13 @@ where
     type BindAddress = TlsAddr<T::BindAddress>;
     type Kind = StreamKind;
     const PREPARES: bool = true;
+    super::delegate_to_inner!();
 
     fn open(address: TlsAddr<T::BindAddress>, options: &Options) -> io::Result<Self> {
         Ok(Tls {
             inner: T::open(address.address, options)?,
             config: address.config,
         })
-    }
-    fn server_bind(&mut self, options: &Options) -> io::Result<()> {
-        self.inner.server_bind(options)
-    }
-    fn server_activate(&mut self, options: &Options) -> io::Result<()> {
-        self.inner.server_activate(options)
-    }
-    fn server_address(&self) -> T::ServerAddress {
-        self.inner.server_address()
-    }
-    fn fileno(&self) -> Option<BorrowedFd<'_>> {
-        self.inner.fileno()
     }
     fn get_request(&self) -> io::Result<Option<(Self::Request, T::Address)>> {
         let Some((sock, address)) = self.inner.get_request()? else {
@@ -435,15 +423,6 @@ where
             self.inner.prepare(&mut request.sock, client_address)?;
         }
         request.handshake()
-    }
-    fn wait_for_request(&self, wake: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-        self.inner.wait_for_request(wake, timeout)
-    }
-    fn wait_for_request_only(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.inner.wait_for_request_only(timeout)
-    }
-    fn server_close(&self) {
-        self.inner.server_close()
     }
 }
 
@@ -536,6 +515,15 @@ pub struct TlsStream<S> {
     state: Mutex<State>,
     info: TlsInfo,
     handshake_timeout: Duration,
+}
+
+/// The socket under the TLS session. Reading or writing it directly bypasses TLS: it is for
+/// what comes before the handshake (a PROXY protocol header read by
+/// [`Proxied`](super::Proxied) in front of `Tls`) and for socket options.
+impl<S: std::os::fd::AsFd> std::os::fd::AsFd for TlsStream<S> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for TlsStream<S> {

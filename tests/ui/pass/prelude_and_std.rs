@@ -19,7 +19,9 @@ impl StreamHandler<Unix> for Gate {
     }
 }
 
-fn _every_name(_: &TcpStream, _: &TcpListener, _: &UdpSocket, _: &SocketAddr, _: &UnixDatagram, _: &UnixListener) {}
+// (std's own `std::net::SocketAddr` and `std::os::unix::net::SocketAddr` clash with each
+// other under two globs; sockserve adds no name to that.)
+fn _every_name(_: &TcpStream, _: &TcpListener, _: &UdpSocket, _: &UnixDatagram, _: &UnixListener) {}
 
 fn main() {
     let _ = Gate;
