@@ -357,8 +357,11 @@ fn peer_credentials_reach_through_tls_on_a_unix_socket() {
 /// closes on a stop signal (and so does a PROXY layer over TLS).
 #[test]
 fn layers_keep_the_inner_transports_backlog_behaviour() {
-    assert!(<Tcp as Transport>::BACKLOG);
-    assert!(<Tls<Tcp> as Transport>::BACKLOG);
-    assert!(<Tls<Unix> as Transport>::BACKLOG);
-    assert!(<sockserve::transport::Proxied<Tls<Tcp>> as Transport>::BACKLOG);
+    // Checked when the test compiles: a layer that lost BACKLOG fails the build.
+    const {
+        assert!(<Tcp as Transport>::BACKLOG);
+        assert!(<Tls<Tcp> as Transport>::BACKLOG);
+        assert!(<Tls<Unix> as Transport>::BACKLOG);
+        assert!(<sockserve::transport::Proxied<Tls<Tcp>> as Transport>::BACKLOG);
+    }
 }
