@@ -338,18 +338,11 @@ fn deploy_md_systemd_units_verify_and_serve() {
         &buf[..n] == b"STOPPING=1\n"
     });
     assert!(stopping, "STOPPING=1 after SIGTERM");
-    let deadline = Instant::now() + STOP;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("echo_tcp did not stop on SIGTERM");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_child(&mut child, STOP).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("echo_tcp did not stop on SIGTERM");
+    });
     assert!(status.success(), "{status}");
 }
 
@@ -393,18 +386,11 @@ fn echo_tcp_socket_activated_by_systemd_socket_activate() {
     // SIGTERM reaches the server (systemd-socket-activate execs it): a graceful exit.
     // SAFETY: kill(2) with the pid of the child started above, not yet waited for.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + STOP;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("echo_tcp did not stop on SIGTERM");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_child(&mut child, STOP).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("echo_tcp did not stop on SIGTERM");
+    });
     assert!(status.success(), "{status}");
 }
 
@@ -419,22 +405,10 @@ fn ping_from_127_0_0_2(port: u16, n: usize) -> Result<(), String> {
     socket
         .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
         .map_err(|e| format!("connect: {e}"))?;
-    let mut stream: TcpStream = socket.into();
+    let stream: TcpStream = socket.into();
     let local = stream.local_addr().map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
     let line = format!("ping {n}\n");
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .map_err(|e| format!("shutdown: {e}"))?;
-    let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .map_err(|e| format!("read: {e}"))?;
+    let reply = half_close_exchange(stream, &line)?;
     let expected = format!("welcome {local}\n{line}");
     if reply == expected {
         Ok(())

@@ -5,7 +5,6 @@
 
 mod examples_support;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,21 +21,9 @@ const BETWEEN: usize = 100;
 
 /// One connection: `n\n` out, the whole reply in; whether it is the answer `expected` wants.
 fn one(addr: &str, n: usize, expected: fn(&str, &str) -> bool) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     let line = format!("{n}\n");
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .map_err(|e| format!("shutdown: {e}"))?;
-    let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .map_err(|e| format!("read: {e}"))?;
+    let reply = half_close_exchange(stream, &line)?;
     if expected(&reply, &line) {
         Ok(())
     } else {

@@ -219,21 +219,13 @@ impl Server {
 
     /// Waits at most `timeout` for the server to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.status = Some(status);
-                // Let the reader thread collect the last of stderr (bounded: a forked child
-                // that outlived its parent could hold the pipe open).
-                let closed = &self.stderr_closed;
-                wait_until(Duration::from_secs(1), || closed.load(Ordering::SeqCst));
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        let status = wait_child(&mut self.child, timeout)?;
+        self.status = Some(status);
+        // Let the reader thread collect the last of stderr (bounded: a forked child that
+        // outlived its parent could hold the pipe open).
+        let closed = &self.stderr_closed;
+        wait_until(Duration::from_secs(1), || closed.load(Ordering::SeqCst));
+        Some(status)
     }
 
     /// Sends `signal`, then asserts the server exits with status 0 within [`STOP`].
@@ -445,4 +437,37 @@ pub fn assert_no_panic(server: &Server) {
         "{} panicked; stderr:\n{stderr}",
         server.name
     );
+}
+
+/// Waits up to `timeout` for `child` to exit; its status, or `None` if it is still running.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `line` on `stream`, shuts down the sending side, and reads everything the server
+/// sends until it closes (reads bounded by [`IO_TIMEOUT`]); each failure says which step.
+pub fn half_close_exchange(mut stream: TcpStream, line: &str) -> Result<String, String> {
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(|e| format!("shutdown: {e}"))?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(reply)
 }
