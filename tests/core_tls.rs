@@ -16,7 +16,7 @@ use std::time::Duration;
 use sockserve::concurrency::Concurrency;
 use sockserve::prelude::*;
 use sockserve::transport::{StreamTransport, Tls, TlsConfig, Transport};
-use tls_support::{client_config, connect, read_to_close_notify, round_trip, Ca};
+use tls_support::{client_config, connect, read_to_close_notify, round_trip, tcp, Ca};
 use util::{eventually, Running, TempDir, LIMIT};
 
 /// Greets with what the handshake found, then echoes lines.
@@ -147,7 +147,7 @@ where
     let pki = pki(None);
     let running = serve_tcp::<C>(&pki);
     let addr = running.server.server_address();
-    let (greeting, echoed, rest) = exchange(&pki, TcpStream::connect(addr).unwrap(), |s| {
+    let (greeting, echoed, rest) = exchange(&pki, tcp(addr), |s| {
         let _ = s.shutdown(Shutdown::Write);
     });
     assert_eq!(greeting, "alpn=echo/1 sni=localhost cn=-\n", "{name} over TCP");
@@ -179,8 +179,8 @@ fn a_stalled_handshake_holds_up_nobody_and_is_dropped() {
     let running = serve_tcp::<Threading>(&pki);
     let addr = running.server.server_address();
     // Connected, says nothing: it holds its own thread until the handshake timeout.
-    let mut stalled = TcpStream::connect(addr).unwrap();
-    let (greeting, echoed, _) = exchange(&pki, TcpStream::connect(addr).unwrap(), |s| {
+    let mut stalled = tcp(addr);
+    let (greeting, echoed, _) = exchange(&pki, tcp(addr), |s| {
         let _ = s.shutdown(Shutdown::Write);
     });
     assert_eq!(
@@ -210,7 +210,7 @@ fn plaintext_on_the_tls_port_is_a_peer_event() {
     let pki = pki(None);
     let running = serve_tcp::<Threading>(&pki);
     let addr = running.server.server_address();
-    let mut plain = TcpStream::connect(addr).unwrap();
+    let mut plain = tcp(addr);
     plain.set_read_timeout(Some(LIMIT)).unwrap();
     plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let mut reply = Vec::new();
@@ -222,7 +222,7 @@ fn plaintext_on_the_tls_port_is_a_peer_event() {
     assert!(errors[0].0.contains("TLS"), "{errors:?}");
     assert!(errors[0].1, "{errors:?}");
     // Still serving.
-    let (_, echoed, _) = exchange(&pki, TcpStream::connect(addr).unwrap(), |s| {
+    let (_, echoed, _) = exchange(&pki, tcp(addr), |s| {
         let _ = s.shutdown(Shutdown::Write);
     });
     assert_eq!(echoed, "ping over tls\n");
@@ -240,7 +240,7 @@ fn mutual_tls_refuses_the_wrong_clients_and_names_the_right_one() {
 
     // The right client is served and named.
     let config = client_config(&pki.ca, Some(&alice), &[]);
-    let mut stream = connect(&config, TcpStream::connect(addr).unwrap()).unwrap();
+    let mut stream = connect(&config, tcp(addr)).unwrap();
     stream.sock.set_read_timeout(Some(LIMIT)).unwrap();
     assert_eq!(
         round_trip(&mut stream, "").unwrap(),
@@ -253,7 +253,7 @@ fn mutual_tls_refuses_the_wrong_clients_and_names_the_right_one() {
     // learn it at their first read.)
     for (who, identity) in [("nobody", None), ("mallory", Some(&mallory))] {
         let config = client_config(&pki.ca, identity, &[]);
-        let refused = connect(&config, TcpStream::connect(addr).unwrap()).and_then(|mut s| {
+        let refused = connect(&config, tcp(addr)).and_then(|mut s| {
             s.sock.set_read_timeout(Some(LIMIT)).unwrap();
             round_trip(&mut s, "hi\n")
         });
@@ -261,7 +261,7 @@ fn mutual_tls_refuses_the_wrong_clients_and_names_the_right_one() {
     }
     // A good certificate that verify_request refuses: closed without a word.
     let config = client_config(&pki.ca, Some(&eve), &[]);
-    let mut stream = connect(&config, TcpStream::connect(addr).unwrap()).unwrap();
+    let mut stream = connect(&config, tcp(addr)).unwrap();
     stream.sock.set_read_timeout(Some(LIMIT)).unwrap();
     let reply = round_trip(&mut stream, "hi\n");
     assert!(
@@ -288,7 +288,7 @@ fn a_reload_reaches_new_connections_and_spares_live_ones() {
     let addr = running.server.server_address();
     let config = client_config(&pki.ca, None, &[]);
     let first = pki.ca.server().der();
-    let mut live = connect(&config, TcpStream::connect(addr).unwrap()).unwrap();
+    let mut live = connect(&config, tcp(addr)).unwrap();
     live.sock.set_read_timeout(Some(LIMIT)).unwrap();
     let old = live.conn.peer_certificates().unwrap()[0].clone();
     assert_ne!(old, first, "each server() call makes a new certificate");
@@ -300,7 +300,7 @@ fn a_reload_reaches_new_connections_and_spares_live_ones() {
     let (other_cert, _) = pki.ca.server().write(&pki.dir.0, "mismatched");
     assert!(pki.config.reload_pem_files(&other_cert, &key).is_err());
 
-    let mut fresh = connect(&config, TcpStream::connect(addr).unwrap()).unwrap();
+    let mut fresh = connect(&config, tcp(addr)).unwrap();
     let new = fresh.conn.peer_certificates().unwrap()[0].clone();
     let rotated_der = rustls::pki_types::CertificateDer::from_pem_slice_der(&rotated);
     assert_eq!(new, rotated_der, "new connections get the new certificate");

@@ -140,3 +140,42 @@ fn forking_tcp_three_reloads_under_load_lose_nothing() {
         reply.starts_with("pid ") && reply.split_once(": ").is_some_and(|(_, rest)| rest == line)
     });
 }
+
+/// A program that binds its own address (`kv_store` does not adopt an inherited socket): its
+/// successor says `READY=1` without taking the shared socket. The reload must fail and the old
+/// process keep serving on its socket; the successor is stopped, not left running elsewhere.
+#[test]
+fn a_successor_that_does_not_take_the_socket_is_stopped_and_the_old_process_serves_on() {
+    let mut server = Server::start("kv_store", &["--bind", "127.0.0.1:0"]);
+    let addr = server.addr.clone();
+    assert_eq!(
+        half_close_exchange(TcpStream::connect(&addr).unwrap(), "SET k before\n").unwrap(),
+        "OK\n"
+    );
+    signal(server.pid(), libc::SIGHUP);
+    let marker = "without taking the listening socket";
+    assert!(
+        wait_until(STARTUP, || server.stderr().contains(marker)),
+        "the reload did not fail; stderr:\n{}",
+        server.stderr()
+    );
+    let stderr = server.stderr();
+    let pid: u32 = stderr
+        .split_once("the new process ")
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .and_then(|(pid, _)| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no successor pid in:\n{stderr}"));
+    // Stopped and reaped by the old process.
+    assert!(
+        wait_until(STOP, || !std::path::Path::new(&format!("/proc/{pid}")).exists()),
+        "successor {pid} still running"
+    );
+    assert!(!stderr.contains("took over"), "{stderr}");
+    // Still the one server on the socket, with its state.
+    assert_eq!(
+        half_close_exchange(TcpStream::connect(&addr).unwrap(), "GET k\n").unwrap(),
+        "VALUE before\n"
+    );
+    server.stop_with(libc::SIGTERM);
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+}

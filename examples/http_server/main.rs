@@ -299,7 +299,9 @@ const SPEC: support::Spec = support::Spec {
 };
 
 fn main() -> ExitCode {
-    let served = support::start().and_then(|stopper| {
+    // SIGHUP reloads the certificate in place (support::tls_config), not the process.
+    let graceful = sockserve::signals::Graceful::DEFAULT.reload(false);
+    let served = support::start_with(graceful).and_then(|stopper| {
         let args = support::parse_args(&SPEC);
         let directory = args.value("directory").unwrap_or(".");
         let root = match fs::canonicalize(directory) {

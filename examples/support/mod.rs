@@ -324,8 +324,15 @@ fn init_logging() {
 /// SIGTERM/SIGINT caught by the library ([`sockserve::signals::StopSignals`]): from then on a
 /// signal no longer kills the process but is kept until [`Stopper::on_stop`] acts on it.
 pub fn start() -> io::Result<Stopper> {
+    start_with(sockserve::signals::Graceful::DEFAULT)
+}
+
+/// [`start`] with other [`Graceful`](sockserve::signals::Graceful) settings: the TLS examples
+/// turn the SIGHUP reload off, since SIGHUP reloads their certificate in place
+/// ([`tls_config`]).
+pub fn start_with(graceful: sockserve::signals::Graceful) -> io::Result<Stopper> {
     init_logging();
-    sockserve::signals::StopSignals::install(sockserve::signals::Graceful::DEFAULT)
+    sockserve::signals::StopSignals::install(graceful)
 }
 
 /// Serves `server` until a stop: prints its `listening on ADDR` line, then lets the library

@@ -14,10 +14,12 @@
 //! 4. if the drain has not ended after [`Graceful::drain`], the process exits with status 1;
 //!    a second signal exits at once with status 1.
 //!
-//! SIGHUP (TCP servers) reloads without downtime: a new
-//! process of the same program gets the listening socket and, once it says it serves, this one
-//! stops as above (see `reload.rs`: the successor adopts the socket from `LISTEN_FDS`, e.g.
-//! through [`systemd::inherited`](crate::systemd::inherited)).
+//! SIGHUP (TCP servers, unless [`Graceful::reload`] is off) reloads without downtime: a new
+//! process of the same program gets the listening socket and, once it says it serves on that
+//! socket, this one stops as above (see `reload.rs`: the successor adopts the socket from
+//! `LISTEN_FDS`, e.g. through [`systemd::inherited`](crate::systemd::inherited)). A successor
+//! that serves without taking the socket (a program that always binds its own address) is
+//! stopped again, and this process keeps serving: the reload fails with an error in the log.
 //!
 //! The signals are caught with `signal-hook` (its self-pipe iterator, on a thread of its own),
 //! not with a hand-written `sigaction`.
@@ -60,17 +62,28 @@ pub struct Graceful {
     /// The longest the requests in flight may take to finish after the first signal; then the
     /// process exits with status 1. Default 30 s (systemd waits 90 s before SIGKILL).
     pub drain: Duration,
+    /// Whether SIGHUP reloads a TCP server without downtime (a new process of the same program
+    /// takes over the listening socket; see [`StopSignals::serve`]). Default `true`. A program
+    /// that gives SIGHUP another meaning (reloading a TLS certificate in place, say) turns it
+    /// off; SIGHUP then keeps its default action unless that program handles it.
+    pub reload: bool,
 }
 
 impl Graceful {
     /// The defaults.
     pub const DEFAULT: Graceful = Graceful {
         drain: Duration::from_secs(30),
+        reload: true,
     };
 
     /// Sets [`drain`](Graceful::drain).
     pub const fn drain(self, drain: Duration) -> Graceful {
-        Graceful { drain }
+        Graceful { drain, ..self }
+    }
+
+    /// Sets [`reload`](Graceful::reload).
+    pub const fn reload(self, reload: bool) -> Graceful {
+        Graceful { reload, ..self }
     }
 }
 
@@ -247,8 +260,12 @@ impl StopSignals {
     pub fn serve<T: Transport, C: Concurrency, H>(self, server: &Server<T, C, H>) -> io::Result<()> {
         let handle = server.shutdown_handle();
         let deadline = (Arc::clone(&self.drained), self.graceful.drain);
+        let reload_on_sighup = self.graceful.reload;
         let guard = self.on_stop(move || handle.shutdown());
-        let reload = Reload::start(server, deadline)?;
+        let reload = match reload_on_sighup {
+            true => Reload::start(server, deadline)?,
+            false => None,
+        };
         crate::systemd::notify_ready();
         let served = server.serve_forever();
         let handed_over = reload.as_ref().is_some_and(Reload::handed_over);

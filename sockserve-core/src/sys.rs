@@ -336,6 +336,13 @@ pub(crate) fn getpid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
+/// Sends SIGTERM to `pid`: a child process the caller has not reaped yet (it holds its
+/// `std::process::Child`), so the pid cannot name another process.
+pub(crate) fn terminate(pid: libc::pid_t) {
+    // SAFETY: kill(2) has no memory effects; the pid is an unreaped child of ours (see above).
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+}
+
 /// Takes ownership of a descriptor the process inherited (systemd's `LISTEN_FDS`), after
 /// checking that it is open.
 ///

@@ -25,6 +25,7 @@ use std::io;
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
 
@@ -73,16 +74,30 @@ pub fn activated() -> bool {
     !pool().lock().unwrap_or_else(|e| e.into_inner()).is_empty()
 }
 
+/// Whether this process took a passed socket: [`notify_ready`] says so, and the predecessor of
+/// a reload waits for that before it lets go (a successor that binds a socket of its own would
+/// leave the shared one with nobody accepting).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The custom notification (systemd's `X_` convention) that goes with `READY=1` once a passed
+/// socket was taken.
+pub(crate) const ADOPTED: &str = "X_SOCKSERVE_ADOPTED=1";
+
 /// Takes every socket passed by the service manager that was not taken yet (in order), or an
 /// empty list when this process was not socket-activated. Each socket is handed out once.
 pub fn take_all() -> Vec<Inherited> {
-    std::mem::take(&mut *pool().lock().unwrap_or_else(|e| e.into_inner()))
+    let taken = std::mem::take(&mut *pool().lock().unwrap_or_else(|e| e.into_inner()));
+    if !taken.is_empty() {
+        TAKEN.store(true, Ordering::SeqCst);
+    }
+    taken
 }
 
 /// Takes the first passed socket (`name: None`) or the first one named `name`.
 pub fn take(name: Option<&str>) -> Option<Inherited> {
     let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
     let at = pool.iter().position(|s| name.is_none_or(|n| s.name == n))?;
+    TAKEN.store(true, Ordering::SeqCst);
     Some(pool.remove(at))
 }
 
@@ -160,8 +175,8 @@ pub fn inherited<T: Inherit>(name: Option<&str>, options: &Options) -> io::Resul
     T::from_fd(socket.fd, options)
 }
 
-fn notify(state: NotifyState<'_>) {
-    match sd_notify::notify(&[state]) {
+fn notify(states: &[NotifyState<'_>]) {
+    match sd_notify::notify(states) {
         Ok(()) => {}
         // The notification socket of a reload is gone once the predecessor has exited.
         Err(e)
@@ -176,19 +191,22 @@ fn notify(state: NotifyState<'_>) {
     }
 }
 
-/// Tells the service manager the service is ready (`READY=1`), and starts feeding its watchdog
-/// (`WATCHDOG=1` at half of `WATCHDOG_USEC`) when it asked for one. Nothing without
-/// `NOTIFY_SOCKET`.
+/// Tells the service manager the service is ready (`READY=1`, with `X_SOCKSERVE_ADOPTED=1` when
+/// this process took a passed socket), and starts feeding its watchdog (`WATCHDOG=1` at half of
+/// `WATCHDOG_USEC`) when it asked for one. Nothing without `NOTIFY_SOCKET`.
 pub fn notify_ready() {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    notify(NotifyState::Ready);
+    match TAKEN.load(Ordering::SeqCst) {
+        true => notify(&[NotifyState::Ready, NotifyState::Custom(ADOPTED)]),
+        false => notify(&[NotifyState::Ready]),
+    }
     static WATCHDOG: OnceLock<()> = OnceLock::new();
     if let Some(interval) = sd_notify::watchdog_enabled() {
         WATCHDOG.get_or_init(|| {
             thread::spawn(move || loop {
-                notify(NotifyState::Watchdog);
+                notify(&[NotifyState::Watchdog]);
                 thread::sleep(interval / 2);
             });
         });
@@ -199,7 +217,7 @@ pub fn notify_ready() {
 /// `NOTIFY_SOCKET`.
 pub fn notify_stopping() {
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        notify(NotifyState::Stopping);
+        notify(&[NotifyState::Stopping]);
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -102,6 +103,18 @@ pub fn client_config(ca: &Ca, identity: Option<&Leaf>, alpn: &[&str]) -> Arc<Cli
     };
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Arc::new(config)
+}
+
+/// How long any one client read or write may block: a server that stops answering fails the
+/// test instead of hanging it.
+pub const CLIENT_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A TCP connection to `addr` whose reads and writes give up after [`CLIENT_IO_TIMEOUT`].
+pub fn tcp(addr: impl ToSocketAddrs) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(CLIENT_IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(CLIENT_IO_TIMEOUT)).unwrap();
+    stream
 }
 
 /// A TLS client over `sock` (TCP or Unix), asking for `localhost`.
