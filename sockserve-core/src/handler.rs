@@ -90,7 +90,7 @@ impl RequestError {
 
     /// Turns a read or write timeout on a connection with `connection_timeout` set into
     /// [`TimedOut`](RequestError::TimedOut): the socket reports it as `EAGAIN`.
-    fn with_timeout(self, timeout: Option<Duration>) -> Self {
+    pub(crate) fn with_timeout(self, timeout: Option<Duration>) -> Self {
         match (self, timeout) {
             (RequestError::Io(e), Some(t))
                 if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
@@ -327,7 +327,7 @@ enum WfileInner<W: Write> {
 }
 
 impl<'a, C: Connection> Wfile<'a, C> {
-    fn new(conn: &'a C, wbufsize: usize) -> Self {
+    pub(crate) fn new(conn: &'a C, wbufsize: usize) -> Self {
         let writer = conn.writer();
         let inner = if wbufsize == 0 {
             WfileInner::Unbuffered(writer)
@@ -404,6 +404,22 @@ impl<'a, C: Connection> Rfile<'a, C> {
             buf: Vec::with_capacity(capacity.max(1)),
             pos: 0,
             filled: 0,
+        }
+    }
+
+    /// An `rfile` whose buffer starts with `input`, bytes already read from the connection
+    /// (the pooled model's worker read them); no urgent hook.
+    pub(crate) fn with_input(conn: &'a C, capacity: usize, input: Vec<u8>) -> Self {
+        let filled = input.len();
+        let mut buf = input;
+        buf.reserve_exact(capacity.max(1).saturating_sub(buf.len()));
+        Rfile {
+            conn,
+            reader: conn.reader(),
+            urgent: None,
+            buf,
+            pos: 0,
+            filled,
         }
     }
 

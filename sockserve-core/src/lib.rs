@@ -105,7 +105,7 @@ pub use options::Options;
 pub use pipeline::Pipeline;
 pub use server::Server;
 
-use concurrency::{Forking, Multiplex, Synchronous, Threading};
+use concurrency::{Forking, Multiplex, Pooled, Synchronous, Threading};
 use transport::{Tcp, Udp, Unix, UnixDgram};
 
 /// Python's `TCPServer`.
@@ -136,10 +136,17 @@ pub type ForkingUnixDatagramServer<H> = Server<UnixDgram, Forking, H>;
 pub type MultiplexTcpServer<H> = Server<Tcp, Multiplex, H>;
 /// Many connections per event-loop thread over a Unix stream socket ([`Multiplex`]).
 pub type MultiplexUnixStreamServer<H> = Server<Unix, Multiplex, H>;
+/// Blocking one-message handlers over TCP, idle connections parked in the event loop
+/// ([`Pooled`]; Python has no such class).
+pub type PooledTcpServer<H> = Server<Tcp, Pooled, H>;
+/// Blocking one-message handlers over a Unix stream socket ([`Pooled`]).
+pub type PooledUnixStreamServer<H> = Server<Unix, Pooled, H>;
 
 /// The names most servers need: `use sockserve::prelude::*;`.
 pub mod prelude {
-    pub use crate::concurrency::{Forking, Multiplex, Synchronous, Threading};
+    pub use crate::concurrency::{
+        AfterMessage, Forking, MessageHandler, Multiplex, Pooled, Synchronous, Threading,
+    };
     pub use crate::transport::{Tcp, Udp, Unix, UnixAddr, UnixDgram};
     pub use crate::{
         BaseRequest, DatagramHandler, DatagramRequest, Declared, ForkingTcpServer, ForkingUdpServer,
@@ -151,5 +158,6 @@ pub mod prelude {
     };
     pub use crate::{
         CloseReason, ConnHandle, ConnIo, ConnectionHandler, MultiplexTcpServer, MultiplexUnixStreamServer,
+        PooledTcpServer, PooledUnixStreamServer,
     };
 }

@@ -91,6 +91,14 @@ pub(crate) const CONCURRENCY: &[ConcurrencyDef] = &[
         why_not: "it multiplexes connections, and a datagram server already reads every client's \
                   datagrams from one socket without a thread per client",
     },
+    ConcurrencyDef {
+        name: "pooled",
+        ty: "Pooled",
+        alias_prefix: Some("Pooled"),
+        transports: STREAM,
+        why_not: "it parks idle connections between messages, and a datagram server has no \
+                  connections: every datagram is one message already",
+    },
 ];
 
 /// The concurrency model used when the attribute names none.
@@ -181,7 +189,7 @@ pub(crate) struct KeyDef {
 const STREAM: Scope = Scope::Only(&["tcp", "unix_stream"]);
 const DATAGRAM: Scope = Scope::Only(&["udp", "unix_datagram"]);
 const INET: Scope = Scope::Only(&["tcp", "udp"]);
-const MULTIPLEX: Scope = Scope::Only(&["multiplex"]);
+const MULTIPLEX: Scope = Scope::Only(&["multiplex", "pooled"]);
 const UNIX: Scope = Scope::Only(&["unix_stream", "unix_datagram"]);
 
 /// Every option key, in the order of the `Options` struct.
@@ -291,7 +299,7 @@ pub(crate) const KEYS: &[KeyDef] = &[
             max: USIZE_MAX,
         },
         transports: Scope::All,
-        concurrency: Scope::Only(&["threading"]),
+        concurrency: Scope::Only(&["threading", "pooled"]),
         default: "`1024`",
         example: "64",
         python: "none (new)",

@@ -795,6 +795,19 @@ mod tests {
     }
 
     #[test]
+    fn pooled_serves_stream_transports_only() {
+        assert!(errors(quote!(tcp, pooled, max_threads = 16, workers = 1)).is_empty());
+        assert!(errors(quote!(unix_stream, pooled, idle_timeout = "30s")).is_empty());
+        assert_eq!(
+            error(quote!(udp, pooled)),
+            "`pooled` does not serve a `udp` server: it parks idle connections between messages, \
+             and a datagram server has no connections: every datagram is one message already; \
+             use `sync`, `threading` or `forking`, or a transport it serves (`tcp` and `unix_stream`)"
+        );
+        assert!(error(quote!(tcp, pooled, daemon_threads = false)).contains("daemon_threads"));
+    }
+
+    #[test]
     fn multiplex_serves_stream_transports_only() {
         assert!(errors(quote!(tcp, multiplex, workers = 2)).is_empty());
         assert!(errors(quote!(unix_stream, multiplex, max_input = 4096)).is_empty());
@@ -895,7 +908,7 @@ mod tests {
         assert_eq!(
             error(quote!(tcp, threding)),
             "unknown concurrency model `threding`: did you mean `threading`? \
-             (concurrency models: sync, threading, forking, multiplex)"
+             (concurrency models: sync, threading, forking, multiplex, pooled)"
         );
         assert_eq!(
             error(quote!(unix)),
@@ -904,7 +917,7 @@ mod tests {
         );
         assert_eq!(
             error(quote!(tcp, asynchronous_io)),
-            "unknown concurrency model `asynchronous_io`: expected one of sync, threading, forking, multiplex"
+            "unknown concurrency model `asynchronous_io`: expected one of sync, threading, forking, multiplex, pooled"
         );
         // Nothing close, no transport yet: the word stands where a transport goes.
         assert_eq!(

@@ -7,6 +7,7 @@
 //! | [`Threading`] | in a thread of its own (reused for later requests) | connections that live a while | shared state needs locks |
 //! | [`Forking`] | in a forked child process | isolation, crash containment | no shared memory; a fork per request |
 //! | [`Multiplex`] | as callbacks of a per-connection state machine, many connections per event-loop thread | many connections, most of them idle; high request rates | callbacks must not block |
+//! | [`Pooled`] | one message at a time on a bounded thread pool, the connection parked in the event loop between messages | blocking handlers of keep-alive protocols with many idle connections | `handle` must not read past its message |
 //!
 //! A mix-in is two traits: [`Concurrency`] (its life cycle, independent of transport and
 //! handler) and [`ProcessRequest`] (`process_request` for a given transport and handler). New models
@@ -22,11 +23,13 @@ use crate::transport::Transport;
 // The models use the macro above.
 mod forking;
 pub mod multiplex;
+mod pooled;
 mod synchronous;
 mod threading;
 
 pub use forking::Forking;
 pub use multiplex::Multiplex;
+pub use pooled::{AfterMessage, MessageHandler, Pooled};
 pub use synchronous::Synchronous;
 pub use threading::Threading;
 

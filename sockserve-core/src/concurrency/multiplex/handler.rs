@@ -50,6 +50,55 @@ pub(crate) enum Message {
         token: usize,
         generation: u64,
     },
+    /// A lent connection comes back ([`Lent`]), to be closed or served on.
+    Return {
+        token: usize,
+        generation: u64,
+        socket: std::os::fd::OwnedFd,
+        close: bool,
+    },
+}
+
+/// A connection a worker lent to another thread (the pooled model's pool): its socket and the
+/// input the worker had read. The worker keeps its place in the table and neither reads,
+/// writes nor times it out until it comes back: [`give_back`](Lent::give_back), or when
+/// dropped, closed. So its descriptor always goes back to the worker, which closes it, once.
+pub(crate) struct Lent<T: Transport> {
+    /// `None` once given back.
+    pub(crate) socket: Option<std::os::fd::OwnedFd>,
+    pub(crate) input: Vec<u8>,
+    pub(crate) client_address: T::Address,
+    pub(crate) mail: Arc<Mailbox>,
+    pub(crate) token: usize,
+    pub(crate) generation: u64,
+}
+
+impl<T: Transport> Lent<T> {
+    /// Gives the connection back to its worker: to be read again (`close` false), or closed.
+    /// The socket is made non-blocking again first.
+    pub(crate) fn give_back(mut self, close: bool) {
+        self.send_back(close);
+    }
+
+    fn send_back(&mut self, close: bool) {
+        let Some(socket) = self.socket.take() else {
+            return;
+        };
+        let close = close || socket2::SockRef::from(&socket).set_nonblocking(true).is_err();
+        // A worker that has stopped drops the message, and with it (closes) the socket.
+        self.mail.post(Message::Return {
+            token: self.token,
+            generation: self.generation,
+            socket,
+            close,
+        });
+    }
+}
+
+impl<T: Transport> Drop for Lent<T> {
+    fn drop(&mut self) {
+        self.send_back(true);
+    }
 }
 
 impl Mailbox {
@@ -135,6 +184,7 @@ pub(crate) struct Asked {
     pub(crate) shutdown_write: bool,
     pub(crate) timer: Option<Instant>,
     pub(crate) cancel_timer: bool,
+    pub(crate) lend: bool,
 }
 
 /// A connection as its callbacks see it: queue output, close it, half-close it, set its
@@ -192,6 +242,12 @@ impl<T: Transport> ConnIo<'_, T> {
     pub fn cancel_timer(&mut self) {
         self.asked.timer = None;
         self.asked.cancel_timer = true;
+    }
+
+    /// Lends the connection to the server's driver once its queued output is written (the
+    /// pooled model: a pool thread serves the next message with blocking reads and writes).
+    pub(crate) fn lend(&mut self) {
+        self.asked.lend = true;
     }
 
     /// A handle to write to or close this connection from anywhere.

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{Concurrency, ProcessRequest};
+use crate::context::ServerContext;
 use crate::handler::{guarded, report_error, RequestError};
 use crate::options::Options;
 use crate::pipeline::Pipeline;
@@ -24,7 +25,46 @@ use crate::transport::{StreamKind, Transport};
 mod handler;
 mod worker;
 
+pub(crate) use handler::Lent;
 pub use handler::{CloseReason, ConnHandle, ConnIo, ConnectionHandler};
+
+/// What a worker serves: the handler whose callbacks it drives, and the server around it. A
+/// multiplex server's pipeline is one ([`ConnectionHandler`] callbacks); the pooled model
+/// drives a handler of its own that lends each connection with input to its pool.
+pub(crate) trait Driver<T: Transport>: Send + Sync + 'static {
+    /// The callbacks the worker drives.
+    type Handler: ConnectionHandler<T>;
+    fn handler(&self) -> &Self::Handler;
+    fn context(&self) -> &ServerContext<T>;
+    /// The server's `handle_error`.
+    fn report(&self, client_address: &T::Address, error: &RequestError);
+    /// The server's `shutdown_request` (closes the connection).
+    fn shutdown_request(&self, request: T::Request);
+    /// Takes a connection the handler lent ([`ConnIo::lend`]). Default: gives it back closed.
+    fn lend(&self, lent: Lent<T>) {
+        lent.give_back(true);
+    }
+}
+
+impl<T, H> Driver<T> for Pipeline<T, H>
+where
+    T: Transport + Send + Sync,
+    H: ConnectionHandler<T>,
+{
+    type Handler = H;
+    fn handler(&self) -> &H {
+        Pipeline::handler(self)
+    }
+    fn context(&self) -> &ServerContext<T> {
+        Pipeline::context(self)
+    }
+    fn report(&self, client_address: &T::Address, error: &RequestError) {
+        Multiplex::report(self, client_address, error)
+    }
+    fn shutdown_request(&self, request: T::Request) {
+        Pipeline::shutdown_request(self, request)
+    }
+}
 
 /// Serves many connections per thread: `workers` event loops (epoll through `mio`), each
 /// owning the connections handed to it, driving a [`ConnectionHandler`] per connection.
@@ -134,11 +174,11 @@ impl Multiplex {
         self.limit.open.load(Ordering::Acquire)
     }
 
-    fn start<T, H>(&self, core: &Arc<Pipeline<T, H>>) -> io::Result<Pool<T>>
+    fn start<T, D>(&self, core: &Arc<D>) -> io::Result<Pool<T>>
     where
         T: Transport<Kind = StreamKind> + Send + Sync,
         T::Request: Into<OwnedFd> + From<OwnedFd>,
-        H: ConnectionHandler<T>,
+        D: Driver<T>,
     {
         let options = core.context().options();
         let config = worker::Config {
@@ -149,7 +189,7 @@ impl Multiplex {
         let mut threads = Vec::with_capacity(self.workers);
         let pool_result = (|| {
             for i in 0..self.workers {
-                let (shared, poll) = worker::Worker::<T, H>::prepare()?;
+                let (shared, poll) = worker::Worker::<T, D>::prepare()?;
                 let (core, limit, thread_shared) =
                     (Arc::clone(core), Arc::clone(&self.limit), Arc::clone(&shared));
                 let thread = std::thread::Builder::new()
@@ -206,58 +246,13 @@ where
     H: ConnectionHandler<T>,
 {
     fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
-        if T::PREPARES {
-            let error = io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the multiplex model does not run a transport's prepare stage",
-            );
-            Self::report(core, &client_address, &RequestError::Io(error));
-            core.shutdown_request(request);
-            return;
-        }
-        if let Some(cap) = self.max_connections {
-            // At the cap the loop stops accepting; a shutdown lifts the wait for the connection
-            // already accepted.
-            let mut guard = self.limit.lock.lock().unwrap_or_else(|e| e.into_inner());
-            while self.limit.open.load(Ordering::Acquire) >= cap && !core.context().is_shutdown_requested() {
-                guard = self
-                    .limit
-                    .freed
-                    .wait_timeout(guard, Duration::from_millis(50))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-        }
-        if self.pool.get().is_none() {
-            match self.start(core) {
-                Ok(pool) => {
-                    let _ = self.pool.set(Box::new(pool));
-                }
-                Err(e) => {
-                    Self::report(core, &client_address, &RequestError::Io(e));
-                    core.shutdown_request(request);
-                    return;
-                }
-            }
-        }
-        let Some(pool) = self.pool.get().and_then(|p| p.as_any().downcast_ref::<Pool<T>>()) else {
-            // One Multiplex serves one server, so the pool is always of this server's types.
-            core.shutdown_request(request);
-            return;
-        };
-        let fd: OwnedFd = request.into();
-        if let Err(e) = socket2::SockRef::from(&fd).set_nonblocking(true) {
-            Self::report(core, &client_address, &RequestError::Io(e));
-            core.shutdown_request(T::Request::from(fd));
-            return;
-        }
-        if core.context().options().disable_nagle_algorithm {
-            // Not every stream socket is TCP: an error here only means there is no Nagle.
-            let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
-        }
-        self.limit.open.fetch_add(1, Ordering::AcqRel);
-        let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.workers.len();
-        pool.workers[i].hand_over(fd, client_address);
+        self.accept(
+            core,
+            || Ok(Arc::clone(core)),
+            |address, error| Self::report(core, address, error),
+            request,
+            client_address,
+        );
     }
 
     fn verify_request(pipeline: &Pipeline<T, H>, request: &T::Request, client_address: &T::Address) -> bool {
@@ -290,6 +285,75 @@ where
 }
 
 impl Multiplex {
+    /// `process_request` of the models on multiplex workers: waits at `max_connections`,
+    /// starts the workers with the driver `driver` makes (at the first connection), makes the
+    /// connection non-blocking and hands it to a worker, round robin. Failures go to `report`.
+    pub(crate) fn accept<T, H, D>(
+        &self,
+        core: &Arc<Pipeline<T, H>>,
+        driver: impl FnOnce() -> io::Result<Arc<D>>,
+        report: impl Fn(&T::Address, &RequestError),
+        request: T::Request,
+        client_address: T::Address,
+    ) where
+        T: Transport<Kind = StreamKind> + Send + Sync,
+        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        D: Driver<T>,
+    {
+        if T::PREPARES {
+            let error = io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the multiplex and pooled models do not run a transport's prepare stage",
+            );
+            report(&client_address, &RequestError::Io(error));
+            core.shutdown_request(request);
+            return;
+        }
+        if let Some(cap) = self.max_connections {
+            // At the cap the loop stops accepting; a shutdown lifts the wait for the connection
+            // already accepted.
+            let mut guard = self.limit.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while self.limit.open.load(Ordering::Acquire) >= cap && !core.context().is_shutdown_requested() {
+                guard = self
+                    .limit
+                    .freed
+                    .wait_timeout(guard, Duration::from_millis(50))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        if self.pool.get().is_none() {
+            match driver().and_then(|driver| self.start(&driver)) {
+                Ok(pool) => {
+                    let _ = self.pool.set(Box::new(pool));
+                }
+                Err(e) => {
+                    report(&client_address, &RequestError::Io(e));
+                    core.shutdown_request(request);
+                    return;
+                }
+            }
+        }
+        let Some(pool) = self.pool.get().and_then(|p| p.as_any().downcast_ref::<Pool<T>>()) else {
+            // One Multiplex serves one server, so the pool is always of this server's types.
+            core.shutdown_request(request);
+            return;
+        };
+        let fd: OwnedFd = request.into();
+        if let Err(e) = socket2::SockRef::from(&fd).set_nonblocking(true) {
+            report(&client_address, &RequestError::Io(e));
+            core.shutdown_request(T::Request::from(fd));
+            return;
+        }
+        if core.context().options().disable_nagle_algorithm {
+            // Not every stream socket is TCP: an error here only means there is no Nagle.
+            let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+        }
+        self.limit.open.fetch_add(1, Ordering::AcqRel);
+        let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.workers.len();
+        pool.workers[i].hand_over(fd, client_address);
+    }
+
     /// The handler's `handle_error`, a panic in it logged.
     pub(crate) fn report<T: Transport, H: ConnectionHandler<T>>(
         pipeline: &Pipeline<T, H>,

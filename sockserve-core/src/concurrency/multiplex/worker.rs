@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::handler::{Asked, CloseReason, ConnIo, ConnectionHandler, Mailbox, Message};
-use super::{Limit, Multiplex};
+use super::handler::{Asked, CloseReason, ConnIo, ConnectionHandler, Lent, Mailbox, Message};
+use super::{Driver, Limit, Multiplex};
 use crate::handler::{guarded, RequestError};
-use crate::pipeline::Pipeline;
 use crate::transport::Transport;
 
 /// The waker's token; connection `i` has token `i + 1`.
@@ -52,9 +51,15 @@ impl<T: Transport> Shared<T> {
     }
 }
 
+/// The per-connection state of the handler a driver runs.
+type StateOf<T, D> = <<D as Driver<T>>::Handler as ConnectionHandler<T>>::Conn;
+
 /// One connection in the worker's table.
 struct Conn<T: Transport, S> {
-    socket: socket2::Socket,
+    /// `None` while the connection is lent (see [`Lent`]): another thread owns the socket.
+    socket: Option<socket2::Socket>,
+    /// The handler asked to lend the connection; done once its queued output is written.
+    lend_asked: bool,
     client_address: T::Address,
     /// `None` only while a callback has it out, and after `closed`.
     state: Option<S>,
@@ -90,13 +95,13 @@ enum Fate {
 }
 
 /// The worker: its poller, its table of connections, and the server it serves.
-pub(crate) struct Worker<T: Transport, H: ConnectionHandler<T>> {
-    core: Arc<Pipeline<T, H>>,
+pub(crate) struct Worker<T: Transport, D: Driver<T>> {
+    core: Arc<D>,
     config: Config,
     limit: Arc<Limit>,
     shared: Arc<Shared<T>>,
     poll: Poll,
-    conns: Vec<Option<Conn<T, H::Conn>>>,
+    conns: Vec<Option<Conn<T, StateOf<T, D>>>>,
     free: Vec<usize>,
     generations: u64,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
@@ -104,11 +109,11 @@ pub(crate) struct Worker<T: Transport, H: ConnectionHandler<T>> {
     next_sweep: Option<Instant>,
 }
 
-impl<T, H> Worker<T, H>
+impl<T, D> Worker<T, D>
 where
     T: Transport + Send + Sync,
     T::Request: Into<OwnedFd> + From<OwnedFd>,
-    H: ConnectionHandler<T>,
+    D: Driver<T>,
 {
     /// Makes a worker's poller and the part the serve loop shares; [`start`](Self::start)
     /// runs it on its thread (connection state is not `Send`, so the worker is made there).
@@ -128,13 +133,7 @@ where
     }
 
     /// Runs a worker on the calling thread until `server_close` has drained it.
-    pub(crate) fn start(
-        core: Arc<Pipeline<T, H>>,
-        config: Config,
-        limit: Arc<Limit>,
-        shared: Arc<Shared<T>>,
-        poll: Poll,
-    ) {
+    pub(crate) fn start(core: Arc<D>, config: Config, limit: Arc<Limit>, shared: Arc<Shared<T>>, poll: Poll) {
         Worker {
             core,
             config,
@@ -197,7 +196,10 @@ where
             self.sweep_idle();
             if drain_deadline.is_some_and(|d| Instant::now() >= d) {
                 for index in 0..self.conns.len() {
-                    self.close(index, Fate::Close(CloseReason::ServerClose));
+                    // Lent ones finish their message (bounded by the borrower's timeouts).
+                    if self.conns[index].as_ref().is_some_and(|c| c.socket.is_some()) {
+                        self.close(index, Fate::Close(CloseReason::ServerClose));
+                    }
                 }
             }
         }
@@ -253,7 +255,7 @@ where
             Interest::READABLE | Interest::WRITABLE,
         ) {
             self.free.push(index);
-            Multiplex::report(&self.core, &client_address, &RequestError::Io(e));
+            self.core.report(&client_address, &RequestError::Io(e));
             self.core.shutdown_request(T::Request::from(fd));
             self.limit.release();
             return;
@@ -264,7 +266,8 @@ where
             self.next_sweep = self.config.idle_timeout.map(|t| now + sweep_every(t));
         }
         self.conns[index] = Some(Conn {
-            socket: socket2::Socket::from(fd),
+            socket: Some(socket2::Socket::from(fd)),
+            lend_asked: false,
             client_address,
             state: None,
             input: Vec::new(),
@@ -291,7 +294,12 @@ where
     /// the bytes it sees; applies what it asked. A panic or error fails the connection.
     fn callback<F>(&mut self, index: usize, f: F) -> Fate
     where
-        F: FnOnce(&H, Option<&mut H::Conn>, &mut ConnIo<'_, T>, &[u8]) -> io::Result<Option<H::Conn>>,
+        F: FnOnce(
+            &D::Handler,
+            Option<&mut StateOf<T, D>>,
+            &mut ConnIo<'_, T>,
+            &[u8],
+        ) -> io::Result<Option<StateOf<T, D>>>,
     {
         self.callback_with(index, None, f)
     }
@@ -301,7 +309,12 @@ where
     /// for the connection's unconsumed input.
     fn callback_with<F>(&mut self, index: usize, data: Option<(bool, usize)>, f: F) -> Fate
     where
-        F: FnOnce(&H, Option<&mut H::Conn>, &mut ConnIo<'_, T>, &[u8]) -> io::Result<Option<H::Conn>>,
+        F: FnOnce(
+            &D::Handler,
+            Option<&mut StateOf<T, D>>,
+            &mut ConnIo<'_, T>,
+            &[u8],
+        ) -> io::Result<Option<StateOf<T, D>>>,
     {
         let Some(conn) = self.conns[index].as_mut() else {
             return Fate::Open;
@@ -338,6 +351,9 @@ where
         if asked.shutdown_write {
             conn.shutdown_after_flush = true;
         }
+        if asked.lend {
+            conn.lend_asked = true;
+        }
         if let Some(at) = asked.timer {
             conn.timer = Some(at);
             self.timers.push(Reverse((at, index, conn.generation)));
@@ -355,7 +371,59 @@ where
         }
         let fate = self.flush(index);
         if !matches!(fate, Fate::Open) {
-            self.close(index, fate);
+            return self.close(index, fate);
+        }
+        let lend = self.conns[index]
+            .as_ref()
+            .is_some_and(|c| c.lend_asked && c.pending() == 0 && !c.close_after_flush);
+        if lend {
+            self.lend(index);
+        }
+    }
+
+    /// Lends connection `index` to the driver (its socket and unconsumed input): the worker
+    /// neither reads nor writes it, nor times it out, until [`Message::Return`] gives it back.
+    fn lend(&mut self, index: usize) {
+        let Some(conn) = self.conns[index].as_mut() else {
+            return;
+        };
+        let Some(socket) = conn.socket.take() else {
+            return;
+        };
+        conn.lend_asked = false;
+        let lent = Lent {
+            socket: Some(OwnedFd::from(socket)),
+            input: std::mem::take(&mut conn.input),
+            client_address: conn.client_address.clone(),
+            mail: Arc::clone(&self.shared.mail),
+            token: index,
+            generation: conn.generation,
+        };
+        self.core.lend(lent);
+    }
+
+    /// A lent connection came back: the worker owns its socket again. Output queued meanwhile
+    /// is written; a close asked for (by the borrower, a `ConnHandle` or `server_close`)
+    /// happens; otherwise the socket is read at once, since what arrived while it was lent
+    /// raised an edge the worker did not act on.
+    fn give_back(&mut self, index: usize, generation: u64, socket: OwnedFd, close: bool) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return drop(socket);
+        };
+        if conn.generation != generation || conn.socket.is_some() {
+            return drop(socket);
+        }
+        conn.socket = Some(socket2::Socket::from(socket));
+        conn.last_progress = Instant::now();
+        if close || self.shared.mail.closing.load(Ordering::Acquire) {
+            conn.close_after_flush = true;
+            if conn.pending() == 0 {
+                return self.close(index, Fate::Close(CloseReason::Closed));
+            }
+        }
+        self.settle(index, Fate::Open);
+        if self.conns[index].as_ref().is_some_and(|c| c.socket.is_some()) {
+            self.on_readable(index, true);
         }
     }
 
@@ -365,8 +433,12 @@ where
         let Some(conn) = self.conns[index].as_mut() else {
             return Fate::Open;
         };
+        // Lent: written when it comes back.
+        let Some(socket) = conn.socket.as_ref() else {
+            return Fate::Open;
+        };
         while conn.pending() > 0 {
-            match (&conn.socket).write(&conn.output[conn.written..]) {
+            match (&*socket).write(&conn.output[conn.written..]) {
                 Ok(0) => break,
                 Ok(n) => {
                     conn.written += n;
@@ -395,7 +467,7 @@ where
         }
         if conn.shutdown_after_flush && !conn.write_shut {
             conn.write_shut = true;
-            let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+            let _ = socket.shutdown(std::net::Shutdown::Write);
         }
         if std::mem::take(&mut conn.blocked) && !self.shared.mail.closing.load(Ordering::Acquire) {
             let fate = self.callback(index, |handler, state, io, _| {
@@ -422,7 +494,7 @@ where
         let Some(conn) = self.conns[index].as_ref() else {
             return;
         };
-        if conn.pending() == 0 && !conn.blocked {
+        if conn.socket.is_none() || conn.pending() == 0 && !conn.blocked {
             return;
         }
         let fate = self.flush(index);
@@ -454,6 +526,8 @@ where
             return 0;
         };
         if conn.input.is_empty()
+            || conn.socket.is_none()
+            || conn.lend_asked
             || conn.read_closed
             || conn.close_after_flush
             || conn.pending() > Multiplex::HIGH_WATER
@@ -494,12 +568,15 @@ where
                 conn.paused = true;
                 return;
             }
-            if conn.read_closed || closing || conn.close_after_flush {
+            if conn.read_closed || closing || conn.close_after_flush || conn.lend_asked {
                 return;
             }
+            let Some(socket) = conn.socket.as_ref() else {
+                return;
+            };
             let from_scratch = conn.input.is_empty();
             let read = if from_scratch {
-                (&conn.socket).read(&mut self.scratch)
+                (&*socket).read(&mut self.scratch)
             } else {
                 // Input left over from before: append to it, at most up to max_input + 1.
                 let room = (self.config.max_input + 1)
@@ -507,7 +584,7 @@ where
                     .clamp(1, SCRATCH);
                 let start = conn.input.len();
                 conn.input.resize(start + room, 0);
-                let read = (&conn.socket).read(&mut conn.input[start..]);
+                let read = (&*socket).read(&mut conn.input[start..]);
                 let got = *read.as_ref().unwrap_or(&0);
                 conn.input.truncate(start + got);
                 read
@@ -574,11 +651,20 @@ where
     fn take_messages(&mut self) {
         let messages = std::mem::take(&mut *self.shared.mail.queue.lock().unwrap_or_else(|e| e.into_inner()));
         for message in messages {
-            let (token, generation) = match &message {
+            let (token, generation) = match message {
+                Message::Return {
+                    token,
+                    generation,
+                    socket,
+                    close,
+                } => {
+                    self.give_back(token, generation, socket, close);
+                    continue;
+                }
                 Message::Send {
                     token, generation, ..
                 }
-                | Message::Close { token, generation } => (*token, *generation),
+                | Message::Close { token, generation } => (token, generation),
             };
             let Some(conn) = self.conns.get_mut(token).and_then(Option::as_mut) else {
                 continue;
@@ -589,6 +675,7 @@ where
             match message {
                 Message::Send { data, .. } => conn.output.extend_from_slice(&data),
                 Message::Close { .. } => conn.close_after_flush = true,
+                Message::Return { .. } => {}
             }
             self.settle(token, Fate::Open);
         }
@@ -635,8 +722,9 @@ where
         self.next_sweep = Some(now + sweep_every(idle));
         for index in 0..self.conns.len() {
             let idle_for = match &self.conns[index] {
-                Some(conn) => now.saturating_duration_since(conn.last_progress),
-                None => continue,
+                // A lent connection is timed by its borrower.
+                Some(conn) if conn.socket.is_some() => now.saturating_duration_since(conn.last_progress),
+                _ => continue,
             };
             if idle_for >= idle {
                 self.close(index, Fate::Fail(RequestError::TimedOut(idle)));
@@ -655,6 +743,10 @@ where
                     continue;
                 }
                 conn.close_after_flush = true;
+                // A lent one (a message in progress) is closed when it comes back.
+                if conn.socket.is_none() {
+                    continue;
+                }
                 if conn.pending() == 0 {
                     self.close(index, Fate::Close(CloseReason::ServerClose));
                 }
@@ -664,6 +756,11 @@ where
 
     /// Closes connection `index`: `handle_error` for a failure, `closed`, `shutdown_request`.
     fn close(&mut self, index: usize, fate: Fate) {
+        if let Some(conn) = self.conns[index].as_mut().filter(|c| c.socket.is_none()) {
+            // Lent: its borrower owns the socket; closed when it comes back.
+            conn.close_after_flush = true;
+            return;
+        }
         let Some(mut conn) = self.conns[index].take() else {
             return;
         };
@@ -672,7 +769,7 @@ where
             Fate::Open => CloseReason::Closed,
             Fate::Close(reason) => reason,
             Fate::Fail(error) => {
-                Multiplex::report(&self.core, &conn.client_address, &error);
+                self.core.report(&conn.client_address, &error);
                 CloseReason::Error
             }
         };
@@ -690,10 +787,13 @@ where
                 handler.closed(state, address, reason);
                 Ok(())
             }) {
-                Multiplex::report(&self.core, address, &panic);
+                self.core.report(address, &panic);
             }
         }
-        let fd = OwnedFd::from(conn.socket);
+        let Some(socket) = conn.socket.take() else {
+            return;
+        };
+        let fd = OwnedFd::from(socket);
         self.core.shutdown_request(T::Request::from(fd));
         self.limit.release();
     }
