@@ -44,3 +44,6 @@ mod tls_support;
 
 #[path = "faults/tls.rs"]
 mod tls;
+
+#[path = "faults/pooled.rs"]
+mod pooled;

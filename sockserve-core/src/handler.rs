@@ -604,7 +604,7 @@ pub trait StreamHandler<T: StreamTransport = crate::transport::Tcp>: 'static {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a stream handler for `{T}`",
     label = "`{T}` needs a `StreamHandler<{T}>`",
-    note = "stream transports (tcp, unix_stream) are served by `impl StreamHandler<..> for {Self}` (or `StatefulStreamHandler` for per-request state); datagram transports (udp, unix_datagram) by `impl DatagramHandler<..> for {Self}`; a `ConnectionHandler` serves only `multiplex` servers"
+    note = "stream transports (tcp, unix_stream) are served by `impl StreamHandler<..> for {Self}` (or `StatefulStreamHandler` for per-request state); datagram transports (udp, unix_datagram) by `impl DatagramHandler<..> for {Self}`; a `ConnectionHandler` serves only `multiplex` servers, a `MessageHandler` only `pooled` ones"
 )]
 pub trait StatefulStreamHandler<T: StreamTransport = crate::transport::Tcp>: 'static {
     stateful_phases!(StreamRequest, "the connection", "`wfile` is flushed after it. ");

@@ -1,26 +1,6 @@
 //! The pooled model: blocking handlers on the multiplex event loop.
 //!
-//! Most handlers are blocking code: read a request from `rfile`, write the answer to `wfile`.
-//! Under the threading model each keep-alive connection holds a thread parked in `read`
-//! between two requests. Here the unit of work is one message, not one connection (the way
-//! Jetty's and Tomcat's NIO connectors serve servlets):
-//!
-//! 1. The serve loop accepts and runs `verify_request`, once per connection, as for the
-//!    multiplex model, and hands the connection to a multiplex worker (`workers` event loops).
-//! 2. There the connection is *parked*: registered with epoll, holding no thread, a few hundred
-//!    bytes of memory. EOF, a reset or `idle_timeout` while parked closes it on the worker.
-//! 3. When bytes arrive, the worker lends the connection (socket and the bytes it read) to a
-//!    bounded pool of threads (`max_threads`, started as needed, idle ones exit after
-//!    [`Pooled::KEEP_IDLE`]). A pool thread calls [`MessageHandler::handle`] with blocking
-//!    `rfile`/`wfile`: a message that arrives in pieces is read there, each read bounded by
-//!    `connection_timeout` (or [`Pooled::MESSAGE_TIMEOUT`] when that is unset).
-//! 4. `handle` answers [`AfterMessage::KeepOpen`] or [`AfterMessage::Close`]. While bytes of
-//!    further (pipelined) messages are already buffered, `handle` runs again on the same
-//!    thread; then the connection goes back to its worker and is parked again.
-//!
-//! An error or panic in `handle` goes to `handle_error` and closes that connection only.
-//! `shutdown` stops accepting; `server_close` lets the messages in progress finish, closes the
-//! parked connections at once, and joins the pool.
+//! See [`Pooled`].
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -115,7 +95,29 @@ pub trait MessageHandler<T: StreamTransport = crate::transport::Tcp>: Send + Syn
 }
 
 /// Blocking handlers on the multiplex event loop: idle connections parked in epoll, one
-/// message at a time on a bounded thread pool. See the [module documentation](self).
+/// message at a time on a bounded thread pool.
+///
+/// Most handlers are blocking code: read a request from `rfile`, write the answer to `wfile`.
+/// Under the threading model each keep-alive connection holds a thread parked in `read`
+/// between two requests. Here the unit of work is one message, not one connection (the way
+/// Jetty's and Tomcat's NIO connectors serve servlets):
+///
+/// 1. The serve loop accepts and runs `verify_request`, once per connection, as for the
+///    multiplex model, and hands the connection to a multiplex worker (`workers` event loops).
+/// 2. There the connection is *parked*: registered with epoll, holding no thread, a few hundred
+///    bytes of memory. EOF, a reset or `idle_timeout` while parked closes it on the worker.
+/// 3. When bytes arrive, the worker lends the connection (socket and the bytes it read) to a
+///    bounded pool of threads (`max_threads`, started as needed, idle ones exit after
+///    [`Pooled::KEEP_IDLE`]). A pool thread calls [`MessageHandler::handle`] with blocking
+///    `rfile`/`wfile`: a message that arrives in pieces is read there, each read bounded by
+///    `connection_timeout` (or [`Pooled::MESSAGE_TIMEOUT`] when that is unset).
+/// 4. `handle` answers [`AfterMessage::KeepOpen`] or [`AfterMessage::Close`]. While bytes of
+///    further (pipelined) messages are already buffered, `handle` runs again on the same
+///    thread; then the connection goes back to its worker and is parked again.
+///
+/// An error or panic in `handle` goes to `handle_error` and closes that connection only.
+/// `shutdown` stops accepting; `server_close` lets the messages in progress finish, closes the
+/// parked connections at once, and joins the pool.
 ///
 /// Options: `workers`, `max_connections`, `idle_timeout` and `max_input` as for
 /// [`Multiplex`] (they apply to parked connections); `max_threads` bounds the pool (default

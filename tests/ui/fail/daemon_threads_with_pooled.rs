@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, pooled, daemon_threads = false)]
+struct Echo;
+
+fn main() {}

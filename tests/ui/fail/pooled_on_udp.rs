@@ -1,0 +1,4 @@
+#[sockserve::server(udp, pooled)]
+struct Echo;
+
+fn main() {}
