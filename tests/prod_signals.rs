@@ -50,7 +50,23 @@ impl StreamHandler for Slow {
     }
 }
 
-/// In the child: the scenario's server. `model` is `threading` or `forking`.
+/// A keep-alive handler with plain blocking reads: it never looks at the stop flag, so only the
+/// library (`close_idle_connections` in the graceful stop) can end its idle connections.
+struct Plain;
+
+impl StreamHandler for Plain {
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<()> {
+        let mut line = String::new();
+        while req.rfile.read_line(&mut line)? > 0 {
+            write!(req.wfile, "done {line}")?;
+            line.clear();
+        }
+        Ok(())
+    }
+}
+
+/// In the child: the scenario's server. `model` is `threading`, `forking` or `plain` (a
+/// threading server with the [`Plain`] handler).
 fn child_main(model: &str, work: Duration, drain: Duration) {
     let stop = StopSignals::install(Graceful::DEFAULT.drain(drain)).expect("install");
     let graceful = |served: io::Result<()>| {
@@ -59,6 +75,11 @@ fn child_main(model: &str, work: Duration, drain: Duration) {
         std::process::exit(0);
     };
     match model {
+        "plain" => {
+            let server = ThreadingTcpServer::bind("127.0.0.1:0", Plain).expect("bind");
+            println!("listening on {}", server.server_address());
+            graceful(stop.serve(&server));
+        }
         "threading" => {
             let server = ThreadingTcpServer::bind("127.0.0.1:0", Slow { work }).expect("bind");
             println!("listening on {}", server.server_address());
@@ -166,6 +187,35 @@ fn finishes_in_flight(model: &str) {
     let mut tail = Vec::new();
     assert_eq!(idle.read_to_end(&mut tail).unwrap(), 0);
     assert!(TcpStream::connect(address).is_err(), "nobody listens any more");
+}
+
+/// SIGTERM with idle keep-alive connections whose handler blocks in a plain read: the library
+/// ends them (end of input), so the drain does not wait for their clients (10 s here: the
+/// process would exit 1 at the deadline).
+#[test]
+fn sigterm_closes_idle_connections_of_a_plain_blocking_handler() {
+    let (mut child, address, mut out) = spawn("plain,0,10000", None);
+    let mut idle: Vec<TcpStream> = (0..5).map(|_| connect(address)).collect();
+    for (i, stream) in idle.iter_mut().enumerate() {
+        writeln!(stream, "hello {i}").unwrap();
+        let mut reply = String::new();
+        BufReader::new(&*stream).read_line(&mut reply).unwrap();
+        assert_eq!(reply, format!("done hello {i}\n"));
+    }
+    signal(&child, libc::SIGTERM);
+    let status = wait(&mut child);
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("drained"), "{rest:?}");
+    for stream in &mut idle {
+        let mut tail = Vec::new();
+        assert_eq!(
+            stream.read_to_end(&mut tail).unwrap(),
+            0,
+            "an idle connection was not ended"
+        );
+    }
 }
 
 #[test]

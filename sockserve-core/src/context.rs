@@ -4,8 +4,8 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::Ordering;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 
@@ -26,7 +26,71 @@ const STOPPED: u8 = 3;
 /// of shared memory, so a forked child sees a shutdown the parent was asked for, and the
 /// parent sees at once one a child asked for; an eventfd wakes the loop. A wake-up that the
 /// state does not explain (a `shutdown()` that raced with the end of the loop) is ignored.
+/// The connections whose handler waits for its next request: it has answered (written) and
+/// reads again with nothing buffered (threading and synchronous servers; `rfile` registers
+/// itself for the length of that read). [`close_all`](IdleConnections::close_all) ends those
+/// reads with end of input, and every later one at once: a graceful stop closes idle
+/// persistent connections without waiting for their clients.
+#[derive(Default)]
+pub(crate) struct IdleConnections {
+    closing: AtomicBool,
+    waiting: Mutex<Vec<(u64, RawFd)>>,
+    next: AtomicU64,
+}
+
+impl IdleConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, RawFd)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A read of `fd` for the next request begins: its ticket, or `None` when idle connections
+    /// are being closed (the caller reports end of input instead of reading).
+    pub(crate) fn begin_wait(&self, fd: BorrowedFd<'_>) -> Option<u64> {
+        let mut waiting = self.lock();
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        waiting.push((ticket, fd.as_raw_fd()));
+        Some(ticket)
+    }
+
+    /// The read of `ticket` returned (before its descriptor can be closed).
+    pub(crate) fn end_wait(&self, ticket: u64) {
+        let mut waiting = self.lock();
+        if let Some(at) = waiting.iter().position(|&(t, _)| t == ticket) {
+            waiting.swap_remove(at);
+        }
+    }
+
+    /// Whether idle connections are being closed.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Ends every read waiting for a next request, and every such read to come.
+    pub(crate) fn close_all(&self) {
+        let waiting = self.lock();
+        self.closing.store(true, Ordering::Release);
+        for &(_, fd) in waiting.iter() {
+            // SAFETY: a descriptor stays in the list only while the thread that put it there
+            // is inside its read (`end_wait` takes it out, under this lock, before the read
+            // returns to code that could close it), so it is open for as long as the lock is
+            // held here.
+            sys::shutdown_read(unsafe { BorrowedFd::borrow_raw(fd) });
+        }
+    }
+
+    /// A new `serve_forever`: idle connections are kept again.
+    fn reopen(&self) {
+        let _waiting = self.lock();
+        self.closing.store(false, Ordering::Release);
+    }
+}
+
 pub(crate) struct Control {
+    /// Reads waiting for a next request (see [`IdleConnections`]).
+    pub(crate) idle: IdleConnections,
     wake: OwnedFd,
     shared: sys::SharedState,
     local: Mutex<LoopState>,
@@ -50,6 +114,7 @@ pub(crate) enum Begin<'a> {
 impl Control {
     pub(crate) fn new() -> io::Result<Self> {
         Ok(Control {
+            idle: IdleConnections::default(),
             wake: sys::eventfd()?,
             shared: sys::SharedState::new()?,
             local: Mutex::new(LoopState::default()),
@@ -124,6 +189,7 @@ impl Control {
             return Ok(Begin::Pending);
         }
         sys::eventfd_clear(self.wake.as_fd());
+        self.idle.reopen();
         self.shared.state().store(SERVING, Ordering::Release);
         local.serving = Some(thread::current().id());
         Ok(Begin::Serve(ServingGuard(self)))
@@ -163,6 +229,22 @@ impl ShutdownHandle {
     /// `serve_forever` starts, the next `serve_forever` returns at once.
     pub fn shutdown(&self) {
         self.0.shutdown()
+    }
+
+    /// Ends the persistent connections whose handler waits for its next request: it has
+    /// answered (written to `wfile`) and reads `rfile` again with nothing buffered. That read
+    /// returns end of input, as if the client had closed, and so does every such read from
+    /// now on (until the next `serve_forever`); a request in flight is not touched, and a
+    /// connection's first request is always read. What a graceful stop does
+    /// ([`StopSignals`](crate::signals::StopSignals)) so that idle keep-alive connections do
+    /// not hold the drain.
+    ///
+    /// Threading and synchronous servers over TCP, Unix stream sockets and TLS over them.
+    /// Forked children are not reached (their handlers check
+    /// [`stop_requested`](crate::signals::stop_requested)); the multiplex and pooled models
+    /// close idle connections themselves in `server_close`.
+    pub fn close_idle_connections(&self) {
+        self.0.idle.close_all()
     }
 
     /// Whether a shutdown has been asked for: true from `shutdown()` until the next
@@ -209,6 +291,11 @@ impl<T: Transport> ServerContext<T> {
     /// A handle that stops the server from elsewhere.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(Arc::clone(&self.control))
+    }
+    /// The idle-connection registry, in the server's own process (a forked child's copy is not
+    /// reached by the parent, and its lock may have been held by another thread at the fork).
+    pub(crate) fn idle_connections(&self) -> Option<&IdleConnections> {
+        (sys::getpid() == self.control.owner).then_some(&self.control.idle)
     }
     /// Whether a shutdown has been asked for: true from `shutdown()` until the next
     /// `serve_forever` starts, also in forked children.

@@ -21,6 +21,7 @@
 //! sees them.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::io::{self, BufRead, Cursor, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
@@ -319,6 +320,8 @@ macro_rules! server_hooks {
 /// buffer of that size, flushed after `finish()`.
 pub struct Wfile<'a, C: Connection> {
     inner: WfileInner<C::Writer<'a>>,
+    /// Set on every write: the next read with nothing buffered waits for a new request.
+    wrote: Option<&'a Cell<bool>>,
 }
 
 enum WfileInner<W: Write> {
@@ -334,7 +337,15 @@ impl<'a, C: Connection> Wfile<'a, C> {
         } else {
             WfileInner::Buffered(io::BufWriter::with_capacity(wbufsize, writer))
         };
-        Wfile { inner }
+        Wfile { inner, wrote: None }
+    }
+
+    /// A `wfile` that marks `wrote` on every write (see [`IdleWatch`]).
+    fn watched(conn: &'a C, wbufsize: usize, wrote: Option<&'a Cell<bool>>) -> Self {
+        Wfile {
+            wrote,
+            ..Wfile::new(conn, wbufsize)
+        }
     }
 }
 
@@ -350,6 +361,9 @@ impl<C: Connection> fmt::Debug for Wfile<'_, C> {
 
 impl<C: Connection> Write for Wfile<'_, C> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(wrote) = self.wrote {
+            wrote.set(true);
+        }
         match &mut self.inner {
             WfileInner::Unbuffered(w) => w.write_all(buf).map(|()| buf.len()),
             WfileInner::Buffered(w) => w.write(buf),
@@ -379,11 +393,21 @@ pub struct Rfile<'a, C: Connection> {
     conn: &'a C,
     reader: C::Reader<'a>,
     urgent: Option<UrgentHook<'a>>,
+    idle: Option<IdleWatch<'a>>,
     /// Initialised bytes; `buf.capacity()` is `rbufsize` (at least 1).
     buf: Vec<u8>,
     /// Unread bytes are `buf[pos..filled]`.
     pos: usize,
     filled: usize,
+}
+
+/// How `rfile` tells the server it waits for a next request: a read with nothing buffered
+/// after the handler wrote (`wrote`, set by `wfile`) is registered with the server's
+/// [`IdleConnections`](crate::context::IdleConnections) for its length, so that
+/// `close_idle_connections` can end it.
+struct IdleWatch<'a> {
+    connections: &'a crate::context::IdleConnections,
+    wrote: &'a Cell<bool>,
 }
 
 struct UrgentHook<'a> {
@@ -396,11 +420,17 @@ impl<'a, C: Connection> Rfile<'a, C> {
     /// The first part of the buffer made ready: small enough to stay within one page.
     const FIRST: usize = 512;
 
-    fn new(conn: &'a C, capacity: usize, urgent: Option<UrgentHook<'a>>) -> Self {
+    fn new(
+        conn: &'a C,
+        capacity: usize,
+        urgent: Option<UrgentHook<'a>>,
+        idle: Option<IdleWatch<'a>>,
+    ) -> Self {
         Rfile {
             conn,
             reader: conn.reader(),
             urgent,
+            idle,
             buf: Vec::with_capacity(capacity.max(1)),
             pos: 0,
             filled: 0,
@@ -417,6 +447,7 @@ impl<'a, C: Connection> Rfile<'a, C> {
             conn,
             reader: conn.reader(),
             urgent: None,
+            idle: None,
             buf,
             pos: 0,
             filled,
@@ -433,8 +464,34 @@ impl<'a, C: Connection> Rfile<'a, C> {
         self.buf.capacity()
     }
 
-    /// Reads from the connection, urgent bytes handed over first when that is asked for.
+    /// Reads from the connection (see [`IdleWatch`]): a read for the next request ends with
+    /// end of input when the server closes idle connections.
     fn read_connection(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(idle) = &self.idle else {
+            return self.read_unwatched(buf);
+        };
+        let ticket = match (idle.wrote.replace(false), self.conn.read_side()) {
+            (true, Some(fd)) => match idle.connections.begin_wait(fd) {
+                Some(ticket) => Some(ticket),
+                None => return Ok(0),
+            },
+            _ => None,
+        };
+        let connections = idle.connections;
+        let read = self.read_unwatched(buf);
+        if let Some(ticket) = ticket {
+            connections.end_wait(ticket);
+            // Ended by close_idle_connections (end of input, or an error from the layer above
+            // the socket, such as TLS without close_notify): the end of input it stands for.
+            if connections.is_closing() && !matches!(read, Ok(n) if n > 0) {
+                return Ok(0);
+            }
+        }
+        read
+    }
+
+    /// Reads from the connection, urgent bytes handed over first when that is asked for.
+    fn read_unwatched(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(urgent) = &self.urgent {
             loop {
                 match self.conn.wait_input(urgent.timeout)? {
@@ -815,9 +872,15 @@ impl<T: StreamTransport, H: StatefulStreamHandler<T>> Dispatch<T, H> for StreamK
             deliver: &deliver,
             timeout: options.connection_timeout,
         });
+        let wrote = Cell::new(false);
+        let idle = server.idle_connections().map(|connections| IdleWatch {
+            connections,
+            wrote: &wrote,
+        });
+        let watched = idle.is_some().then_some(&wrote);
         let mut req = StreamRequest {
-            rfile: Rfile::new(conn, options.rbufsize, urgent),
-            wfile: Wfile::new(conn, options.wbufsize),
+            rfile: Rfile::new(conn, options.rbufsize, urgent, idle),
+            wfile: Wfile::watched(conn, options.wbufsize, watched),
             request: conn,
             client_address,
             server,

@@ -176,6 +176,12 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
         self.core.context.shutdown_handle()
     }
 
+    /// Ends the persistent connections whose handler waits for its next request: see
+    /// [`ShutdownHandle::close_idle_connections`]. A graceful stop on a signal does this.
+    pub fn close_idle_connections(&self) {
+        self.shutdown_handle().close_idle_connections()
+    }
+
     /// Python's `server_close()`: stops accepting, waits for handler threads or children
     /// (`block_on_close`), releases the socket file of a Unix server. Idempotent; takes
     /// `&self`, so a server shared with the thread that serves it (`Arc<Server>`) can be

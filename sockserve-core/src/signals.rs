@@ -9,8 +9,11 @@
 //! 2. the connections already queued in the listen backlog are taken and served (closing the
 //!    listener with them in it would reset them), then `serve_until_signal` closes the server ([`server_close`](Server::server_close)), which
 //!    waits for the requests in flight (handler threads, forked children) to finish;
-//! 3. handlers of persistent connections look at [`stop_requested`] (or their server's
-//!    `is_shutdown_requested`) between requests and close an idle connection;
+//! 3. idle persistent connections are closed: with step 1, a threading or synchronous
+//!    server's handlers waiting for a next request read end of input
+//!    ([`Server::close_idle_connections`]), and the multiplex and pooled models close their
+//!    parked connections in `server_close`; in forked children, handlers look at
+//!    [`stop_requested`] between requests;
 //! 4. if the drain has not ended after [`Graceful::drain`], the process exits with status 1;
 //!    a second signal exits at once with status 1.
 //!
@@ -261,7 +264,12 @@ impl StopSignals {
         let handle = server.shutdown_handle();
         let deadline = (Arc::clone(&self.drained), self.graceful.drain);
         let reload_on_sighup = self.graceful.reload;
-        let guard = self.on_stop(move || handle.shutdown());
+        // Idle persistent connections end first: their handlers return, and the drain waits
+        // only for requests in flight.
+        let guard = self.on_stop(move || {
+            handle.close_idle_connections();
+            handle.shutdown()
+        });
         let reload = match reload_on_sighup {
             true => Reload::start(server, deadline)?,
             false => None,

@@ -336,6 +336,13 @@ pub(crate) fn getpid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
+/// Shuts down the read side of `fd` (`shutdown(SHUT_RD)`): a read blocked on it returns end
+/// of input. Errors (the peer is gone already) are of no interest to the caller.
+pub(crate) fn shutdown_read(fd: BorrowedFd<'_>) {
+    // SAFETY: shutdown(2) on a descriptor the borrow keeps open; no memory is passed.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) };
+}
+
 /// Sends SIGTERM to `pid`: a child process the caller has not reaped yet (it holds its
 /// `std::process::Child`), so the pid cannot name another process.
 pub(crate) fn terminate(pid: libc::pid_t) {

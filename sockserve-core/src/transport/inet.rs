@@ -145,6 +145,9 @@ impl Connection for TcpStream {
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         TcpStream::set_nodelay(self, nodelay)
     }
+    fn read_side(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
     fn wait_input(&self, timeout: Option<Duration>) -> io::Result<Incoming> {
         Ok(match sys::wait_input_or_urgent(self.as_fd(), timeout)? {
             sys::Input::TimedOut => Incoming::TimedOut,

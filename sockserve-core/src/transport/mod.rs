@@ -197,6 +197,13 @@ pub trait Connection: Send + 'static {
     fn writer(&self) -> Self::Writer<'_>;
     /// Sets the read and write timeouts (Python's `StreamRequestHandler.timeout`).
     fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// The socket whose read side, shut down (`shutdown(SHUT_RD)`), ends a read blocked on
+    /// this connection with end of input: how
+    /// [`close_idle_connections`](crate::ShutdownHandle::close_idle_connections) reaches a
+    /// handler waiting for its next request. Default: none (such a connection is not ended).
+    fn read_side(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
     /// Sets `TCP_NODELAY` where that means something; a no-op by default.
     fn set_nodelay(&self, _nodelay: bool) -> io::Result<()> {
         Ok(())

@@ -787,6 +787,9 @@ impl<S: Connection> Connection for TlsStream<S> {
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.sock.set_nodelay(nodelay)
     }
+    fn read_side(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.sock.read_side()
+    }
     fn wait_input(&self, timeout: Option<Duration>) -> io::Result<Incoming> {
         {
             let mut state = self.lock();

@@ -407,6 +407,9 @@ impl Connection for net::UnixStream {
         self.set_read_timeout(timeout)?;
         self.set_write_timeout(timeout)
     }
+    fn read_side(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(self))
+    }
 }
 
 /// Unix datagram sockets (Python's `UnixDatagramServer` socket half). Replies reach only
