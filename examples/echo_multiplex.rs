@@ -136,6 +136,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Echo.bind_with(args.bind.as_str(), options)
+        // `--bind systemd`, or the socket handed over by a SIGHUP reload.
+        support::bind_declared(Echo, args, options)
     })
 }

@@ -1,7 +1,7 @@
 //! Zero-downtime reload: SIGHUP makes a gallery server start a new process of itself, hand it
 //! the listening socket and drain. A load generator runs across three reloads and counts every
-//! failed connection and every lost or wrong reply; for a threading (`echo_tcp`) and a forking
-//! (`forking_tcp`) server. Bounded: 4 clients, at most 3,000 connections each, 60 s.
+//! failed connection and every lost or wrong reply; for a threading (`echo_tcp`), a multiplex
+//! (`echo_multiplex`) and a forking (`forking_tcp`) server. Bounded: 4 clients, at most 3,000 connections each, 60 s.
 
 mod examples_support;
 
@@ -132,6 +132,11 @@ fn three_reloads_under_load(name: &str, expected: fn(&str, &str) -> bool) {
 #[test]
 fn echo_tcp_three_reloads_under_load_lose_nothing() {
     three_reloads_under_load("echo_tcp", |reply, line| reply == line);
+}
+
+#[test]
+fn echo_multiplex_three_reloads_under_load_lose_nothing() {
+    three_reloads_under_load("echo_multiplex", |reply, line| reply == line);
 }
 
 #[test]
