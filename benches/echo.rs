@@ -647,7 +647,29 @@ const TARGETS: &[Target] = &[
         peer: "raw-udp",
         min: 0.95,
     },
+    Target {
+        label: "W1 ping-pong: ss-pooled vs ss-threading",
+        workload: Workload::PingPong,
+        ours: "ss-pooled",
+        peer: "ss-threading",
+        min: 1.0,
+    },
 ];
+
+/// A workload-4 target: our RSS per idle connection over the peer's, at most `max`.
+struct IdleTarget {
+    label: &'static str,
+    ours: &'static str,
+    peer: &'static str,
+    max: f64,
+}
+
+const IDLE_TARGETS: &[IdleTarget] = &[IdleTarget {
+    label: "W4 memory per idle connection: ss-pooled vs tokio",
+    ours: "ss-pooled",
+    peer: "tokio",
+    max: 2.0,
+}];
 
 /// Server CPU per operation of the peer over ours: how much cheaper each
 /// request is for our server, whatever bounds the throughput.
@@ -663,6 +685,14 @@ fn cpu_ratio(res: &Results, w: Workload, ours: &str, peer: &str) -> String {
     }
 }
 
+/// RSS per idle connection of a workload-4 run, bytes.
+fn idle_rss(res: &Results, name: &str) -> Option<f64> {
+    match res.idle.get(name)? {
+        Ok(m) => Some(m.per_conn(|x| x.rss)),
+        Err(_) => None,
+    }
+}
+
 fn ratios(out: &mut String, res: &Results) {
     let _ = writeln!(
         out,
@@ -675,7 +705,7 @@ fn ratios(out: &mut String, res: &Results) {
                 let verdict = if r >= t.min { "PASS" } else { "MISS" };
                 let _ = writeln!(
                     out,
-                    "{:<46} {:>6.2}x  (target >= {:.2}x)  {verdict}   server CPU/op: {}",
+                    "{:<50} {:>6.2}x  (target >= {:.2}x)  {verdict}   server CPU/op: {}",
                     t.label,
                     r,
                     t.min,
@@ -685,8 +715,34 @@ fn ratios(out: &mut String, res: &Results) {
             _ => {
                 let _ = writeln!(
                     out,
-                    "{:<46} {:>7}  (target >= {:.2}x)  not measured",
+                    "{:<50} {:>7}  (target >= {:.2}x)  not measured",
                     t.label, "-", t.min
+                );
+            }
+        }
+    }
+    for t in IDLE_TARGETS {
+        match (idle_rss(res, t.ours), idle_rss(res, t.peer)) {
+            (Some(a), Some(b)) => {
+                // A per-connection figure at or below zero (memory freed meanwhile) has no
+                // meaningful ratio; it is shown, and counts as within the target.
+                let r = if b > 0.0 { a / b } else { f64::NAN };
+                let verdict = if a <= 0.0 || r <= t.max { "PASS" } else { "MISS" };
+                let _ = writeln!(
+                    out,
+                    "{:<50} {:>6.2}x  (target <= {:.2}x)  {verdict}   RSS/conn: ours {} KiB, peer {} KiB",
+                    t.label,
+                    r,
+                    t.max,
+                    fmt_kib(a),
+                    fmt_kib(b)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "{:<50} {:>7}  (target <= {:.2}x)  not measured",
+                    t.label, "-", t.max
                 );
             }
         }
@@ -718,10 +774,22 @@ fn ratios(out: &mut String, res: &Results) {
             "py-forking",
         ),
         ("W3 UDP: ss-udp vs py-udp", Workload::Udp, "ss-udp", "py-udp"),
+        (
+            "W1 ping-pong: ss-pooled vs tokio",
+            Workload::PingPong,
+            "ss-pooled",
+            "tokio",
+        ),
+        (
+            "W1 ping-pong: ss-pooled vs ss-multiplex",
+            Workload::PingPong,
+            "ss-pooled",
+            "ss-multiplex",
+        ),
     ];
     for (label, w, a, b) in extra {
         if let (Some(x), Some(y)) = (res.rate(*w, a), res.rate(*w, b)) {
-            let _ = writeln!(out, "{label:<46} {:>6.2}x  (no target)", x / y);
+            let _ = writeln!(out, "{label:<50} {:>6.2}x  (no target)", x / y);
         }
     }
 }
@@ -845,7 +913,7 @@ OPTIONS
   --repeat N              repeats per measurement, interleaved across servers (default 3, quick 1)
   --servers a,b,...       only these servers (default: all); names:
                           tokio raw-threaded raw-sync raw-udp py-threading py-forking py-sync
-                          py-udp ss-sync ss-threading ss-forking ss-udp ss-multiplex
+                          py-udp ss-sync ss-threading ss-forking ss-udp ss-multiplex ss-pooled
   --workloads 1,2,3,4     only these workloads (1 ping-pong, 2 churn, 3 UDP, 4 idle memory)
   --idle-conns N          idle connections for workload 4 (default 10000, quick 2000)
   --wait-budget SECS       total time to wait for other work on the machine to stop before runs
