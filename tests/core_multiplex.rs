@@ -305,8 +305,9 @@ fn half_close_both_ways() {
     let mut all = String::new();
     (&stream).read_to_string(&mut all).unwrap();
     assert_eq!(all, "bye\n");
-    (&stream).write_all(b"after\n").unwrap();
+    // Counted before the write: the server may read it before this thread looks again.
     let calls = seen.input_calls.load(Ordering::SeqCst);
+    (&stream).write_all(b"after\n").unwrap();
     assert!(eventually(LIMIT, || seen.input_calls.load(Ordering::SeqCst) > calls));
 }
 
