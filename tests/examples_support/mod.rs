@@ -53,6 +53,27 @@ fn examples_dir() -> &'static Path {
             )
         };
         let mut cargo = Command::new(env!("CARGO"));
+        // Without the variables cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME,
+        // ...): a build script that watches one of them (ring's does) would otherwise see it
+        // change between this build and the enclosing `cargo test`, and each would rebuild
+        // it and everything above it.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_by_cargo = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "CARGO_BIN_EXE_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
+            if set_by_cargo {
+                cargo.env_remove(name.as_ref());
+            }
+        }
         cargo
             .args(["build", "--quiet", "--examples", "-p", "sockserve"])
             .arg("--manifest-path")
