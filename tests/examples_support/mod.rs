@@ -136,6 +136,15 @@ impl Drop for TempDir {
     }
 }
 
+/// The two ways `echo_tcp`, `kv_store` and `http_server` serve: the default (threading) and
+/// `--pooled`. A test of one of them runs once per mode: `for mode in MODES { .. }`.
+pub const MODES: [&[&str]; 2] = [&[], &["--pooled"]];
+
+/// Whether `mode` (one of [`MODES`]) is `--pooled`.
+pub fn is_pooled(mode: &[&str]) -> bool {
+    mode.contains(&"--pooled")
+}
+
 /// A running example server.
 pub struct Server {
     pub name: String,
@@ -153,6 +162,12 @@ impl Server {
     /// Spawns `name` with `args`, waits for `listening on ADDR`.
     pub fn start(name: &str, args: &[&str]) -> Server {
         Server::start_in(name, args, None)
+    }
+
+    /// [`Server::start`] with `args`, then the options of `mode` (one of [`MODES`]).
+    pub fn start_mode(name: &str, args: &[&str], mode: &[&str]) -> Server {
+        let all: Vec<&str> = args.iter().chain(mode).copied().collect();
+        Server::start(name, &all)
     }
 
     /// Like [`Server::start`], in the working directory `dir` if given.
@@ -390,6 +405,13 @@ impl<S: Read + Write> Client<S> {
         String::from_utf8_lossy(&line)
             .trim_end_matches(['\r', '\n'])
             .to_string()
+    }
+
+    /// The next `n` bytes; panics at end of input or on timeout.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.inner.read_exact(&mut buf).expect("read bytes");
+        buf
     }
 
     /// Sends `bytes`, returns the next line as bytes.
