@@ -86,7 +86,7 @@ fn every_example_has_help_and_rejects_unknown_options() {
         assert!(err.contains("unknown option"), "{name}: {err}");
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
-    for name in ["echo_tcp", "kv_store"] {
+    for name in ["echo_tcp", "kv_store", "http_server"] {
         let out = run_tool(example(name).to_str().unwrap(), &["--help"], b"", IO_TIMEOUT);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("--pooled"), "{name}: {text}");
@@ -115,7 +115,7 @@ fn every_server_stops_on_sigterm_and_sigint() {
     ];
     for (name, bind) in cases {
         let modes: &[&[&str]] = match name {
-            "echo_tcp" | "kv_store" => &MODES,
+            "echo_tcp" | "kv_store" | "http_server" => &MODES,
             _ => &[&[]],
         };
         for mode in modes {
