@@ -5,6 +5,7 @@
 //! to it as a user would: std sockets, and `nc`/`socat` where a user would reach for them. For
 //! every example: the happy path, bad input (garbage, oversized lines, early disconnects), and a
 //! graceful stop (SIGTERM or SIGINT with a request in flight: it completes, exit 0 within 2 s).
+//! The tests of `echo_tcp` and `kv_store` run once per mode ([`MODES`]: threading, `--pooled`).
 
 mod examples_support;
 
@@ -85,6 +86,11 @@ fn every_example_has_help_and_rejects_unknown_options() {
         assert!(err.contains("unknown option"), "{name}: {err}");
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
+    for name in ["echo_tcp", "kv_store", "http_server"] {
+        let out = run_tool(example(name).to_str().unwrap(), &["--help"], b"", IO_TIMEOUT);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("--pooled"), "{name}: {text}");
+    }
 }
 
 #[test]
@@ -108,10 +114,16 @@ fn every_server_stops_on_sigterm_and_sigint() {
         ("allowlist", "[::1]:0"),
     ];
     for (name, bind) in cases {
-        for signal in [libc::SIGTERM, libc::SIGINT] {
-            let mut server = Server::start(name, &["--bind", bind]);
-            server.stop_with(signal);
-            assert_no_panic(&server);
+        let modes: &[&[&str]] = match name {
+            "echo_tcp" | "kv_store" | "http_server" => &MODES,
+            _ => &[&[]],
+        };
+        for mode in modes {
+            for signal in [libc::SIGTERM, libc::SIGINT] {
+                let mut server = Server::start_mode(name, &["--bind", bind], mode);
+                server.stop_with(signal);
+                assert_no_panic(&server);
+            }
         }
     }
 }
@@ -147,40 +159,89 @@ fn a_bind_failure_is_an_error_not_a_panic() {
 
 // ---------------------------------------------------------------------------------- echo_tcp
 
+/// Starts `echo_tcp` on a free loopback port in `mode`.
+fn echo_tcp(mode: &[&str]) -> Server {
+    Server::start_mode("echo_tcp", &["--bind", "127.0.0.1:0"], mode)
+}
+
 #[test]
 fn echo_tcp_echoes_lines_for_concurrent_clients() {
-    let server = Server::start("echo_tcp", &["--bind", "127.0.0.1:0"]);
-    assert!(server.addr.starts_with("127.0.0.1:") && !server.addr.ends_with(":0"));
-    let mut clients: Vec<_> = (0..4).map(|_| tcp_client(&server.addr)).collect();
-    for round in 0..3 {
-        for (i, client) in clients.iter_mut().enumerate() {
-            let line = format!("client {i} round {round}");
-            assert_eq!(client.ask(&line), line);
+    for mode in MODES {
+        let server = echo_tcp(mode);
+        assert!(server.addr.starts_with("127.0.0.1:") && !server.addr.ends_with(":0"));
+        let mut clients: Vec<_> = (0..4).map(|_| tcp_client(&server.addr)).collect();
+        for round in 0..3 {
+            for (i, client) in clients.iter_mut().enumerate() {
+                let line = format!("client {i} round {round}");
+                assert_eq!(client.ask(&line), line, "{mode:?}");
+            }
         }
+        // A last line without a newline is echoed too, then the server closes.
+        let mut last = clients.pop().unwrap();
+        last.send(b"no newline");
+        last.stream().shutdown(Shutdown::Write).unwrap();
+        assert_eq!(last.read_to_end(), b"no newline", "{mode:?}");
+        assert_no_panic(&server);
     }
-    // A last line without a newline is echoed too, then the server closes.
-    let mut last = clients.pop().unwrap();
-    last.send(b"no newline");
-    last.stream().shutdown(Shutdown::Write).unwrap();
-    assert_eq!(last.read_to_end(), b"no newline");
-    assert_no_panic(&server);
+}
+
+/// Several lines on one connection in one write (answered in order), a line split across two
+/// writes with a pause between them, and a connection silent for a while between lines (in
+/// `--pooled` mode it is parked then, and the next line is served all the same).
+#[test]
+fn echo_tcp_pipelined_and_split_lines() {
+    for mode in MODES {
+        let server = echo_tcp(mode);
+        let mut client = tcp_client(&server.addr);
+        client.send(b"one\ntwo\nthree\n");
+        for expected in ["one", "two", "three"] {
+            assert_eq!(client.line(), expected, "{mode:?}");
+        }
+        client.send(b"split ac");
+        thread::sleep(Duration::from_millis(150));
+        client.send(b"ross two writes\n");
+        assert_eq!(client.line(), "split across two writes", "{mode:?}");
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(client.ask("after a pause"), "after a pause", "{mode:?}");
+        // Lines of every length up to the limit, in pieces that do not end at line ends.
+        let mut all = Vec::new();
+        for len in [1, 100, 1000, MAX_LINE - 1] {
+            all.extend(std::iter::repeat_n(b'x', len - 1));
+            all.push(b'\n');
+        }
+        for piece in all.chunks(777) {
+            client.send(piece);
+        }
+        for len in [1, 100, 1000, MAX_LINE - 1] {
+            assert_eq!(client.line_bytes().len(), len, "{mode:?}");
+        }
+        assert_no_panic(&server);
+    }
 }
 
 #[test]
 fn echo_tcp_with_nc() {
-    let server = Server::start("echo_tcp", &["--bind", "127.0.0.1:0"]);
-    let out = run_tool(
-        "nc",
-        &["-N", "127.0.0.1", port_of(&server.addr)],
-        b"hello\nworld\n",
-        IO_TIMEOUT,
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
+    for mode in MODES {
+        let server = echo_tcp(mode);
+        let out = run_tool(
+            "nc",
+            &["-N", "127.0.0.1", port_of(&server.addr)],
+            b"hello\nworld\n",
+            IO_TIMEOUT,
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n", "{mode:?}");
+    }
 }
 
 #[test]
 fn echo_tcp_survives_bad_input() {
-    let mut server = Server::start("echo_tcp", &["--bind", "127.0.0.1:0"]);
+    for mode in MODES {
+        echo_tcp_survives_bad_input_in(mode);
+    }
+}
+
+fn echo_tcp_survives_bad_input_in(mode: &[&str]) {
+    let mut server = echo_tcp(mode);
     // Garbage: every byte value, CR and NUL included, comes back unchanged.
     let mut client = tcp_client(&server.addr);
     client.send(&garbage_line());
@@ -209,24 +270,62 @@ fn echo_tcp_survives_bad_input() {
 
 #[test]
 fn echo_tcp_sigterm_finishes_the_request_in_flight() {
-    let mut server = Server::start("echo_tcp", &["--bind", "127.0.0.1:0", "--delay", "700"]);
-    let addr = server.addr.clone();
-    let mut client = tcp_client(&addr);
-    let reply = stop_in_flight(&mut server, &mut client, b"slow one\n", libc::SIGTERM);
-    assert_eq!(reply, b"slow one\n");
-    client.expect_eof();
-    assert!(TcpStream::connect(&addr).is_err(), "nothing listens after exit");
+    for mode in MODES {
+        let mut server = Server::start_mode("echo_tcp", &["--bind", "127.0.0.1:0", "--delay", "700"], mode);
+        let addr = server.addr.clone();
+        let mut client = tcp_client(&addr);
+        let reply = stop_in_flight(&mut server, &mut client, b"slow one\n", libc::SIGTERM);
+        assert_eq!(reply, b"slow one\n", "{mode:?}");
+        client.expect_eof();
+        assert!(TcpStream::connect(&addr).is_err(), "nothing listens after exit");
+    }
 }
 
+/// A stop with clients connected: one idle since it connected, one idle after a line, one
+/// silent in the middle of a line. All are closed and the server exits within 2 s (the part of
+/// a line already sent is answered first).
 #[test]
 fn echo_tcp_sigint_with_idle_clients_exits_promptly() {
-    let mut server = Server::start("echo_tcp", &["--bind", "127.0.0.1:0"]);
-    let mut idle = tcp_client(&server.addr);
-    let mut busy = tcp_client(&server.addr);
-    assert_eq!(busy.ask("hi"), "hi");
-    server.stop_with(libc::SIGINT);
-    idle.expect_eof();
-    busy.expect_eof();
+    for mode in MODES {
+        let mut server = echo_tcp(mode);
+        let mut idle = tcp_client(&server.addr);
+        let mut busy = tcp_client(&server.addr);
+        assert_eq!(busy.ask("hi"), "hi");
+        let mut partial = tcp_client(&server.addr);
+        partial.send(b"half a li");
+        thread::sleep(Duration::from_millis(200));
+        server.stop_with(libc::SIGINT);
+        idle.expect_eof();
+        busy.expect_eof();
+        assert_eq!(partial.read_to_end(), b"half a li", "{mode:?}");
+    }
+}
+
+/// `--pooled --max-threads 1`: one pool thread serves many open connections, since a
+/// connection between two lines holds no thread (the threading server would serve one at a
+/// time: `echo_tcp_max_threads_from_the_command_line`). A line that takes long holds the
+/// only thread; the others' lines wait for it, then are answered.
+#[test]
+fn echo_tcp_pooled_serves_more_connections_than_threads() {
+    let server = Server::start(
+        "echo_tcp",
+        &["--bind", "127.0.0.1:0", "--pooled", "--max-threads", "1"],
+    );
+    let mut clients: Vec<_> = (0..20).map(|_| tcp_client(&server.addr)).collect();
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let line = format!("client {i} round {round}");
+            assert_eq!(client.ask(&line), line);
+        }
+    }
+    // Every connection sends first, then every reply is read: all served by the one thread.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("together {i}\n").as_bytes());
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.line(), format!("together {i}"));
+    }
+    assert_no_panic(&server);
 }
 
 // ---------------------------------------------------------------------------- echo_multiplex
@@ -733,32 +832,46 @@ fn chat_sigterm_answers_the_command_in_flight() {
 
 // ---------------------------------------------------------------------------------- kv_store
 
-#[test]
-fn kv_store_threading_shares_state_between_connections() {
-    let server = Server::start("kv_store", &["--bind", "127.0.0.1:0"]);
-    let mut one = tcp_client(&server.addr);
-    assert_eq!(one.ask("SET greeting hello world"), "OK");
-    assert_eq!(one.ask("SET other 1"), "OK");
-    let mut two = tcp_client(&server.addr);
-    assert_eq!(two.ask("GET greeting"), "VALUE hello world");
-    assert_eq!(two.ask("KEYS"), "KEYS greeting other");
-    assert_eq!(two.ask("COUNT"), "COUNT 2");
-    assert_eq!(two.ask("DEL other"), "DELETED");
-    assert_eq!(one.ask("GET other"), "NOT_FOUND");
-    assert_eq!(one.ask("del other"), "NOT_FOUND", "commands are case-insensitive");
-    let pid_one = one.ask("PID");
-    assert_eq!(pid_one, two.ask("PID"), "one process");
-    assert_eq!(pid_one, format!("PID {}", server.pid()));
-    assert_eq!(one.ask("QUIT"), "BYE");
-    one.expect_eof();
-    assert_no_panic(&server);
+/// Starts `kv_store` on a free loopback port in `mode`.
+fn kv_store(mode: &[&str]) -> Server {
+    Server::start_mode("kv_store", &["--bind", "127.0.0.1:0"], mode)
 }
 
-/// `STATS` counts the commands of one connection: per-connection state, not shared, in both
-/// models.
+/// Threads, and the pool of `--pooled`, share one map: a SET on one connection is seen by a
+/// GET on another.
+#[test]
+fn kv_store_shares_state_between_connections() {
+    for mode in MODES {
+        let server = kv_store(mode);
+        let mut one = tcp_client(&server.addr);
+        assert_eq!(one.ask("SET greeting hello world"), "OK");
+        assert_eq!(one.ask("SET other 1"), "OK");
+        let mut two = tcp_client(&server.addr);
+        assert_eq!(two.ask("GET greeting"), "VALUE hello world", "{mode:?}");
+        assert_eq!(two.ask("KEYS"), "KEYS greeting other");
+        assert_eq!(two.ask("COUNT"), "COUNT 2");
+        assert_eq!(two.ask("DEL other"), "DELETED");
+        assert_eq!(one.ask("GET other"), "NOT_FOUND", "{mode:?}");
+        assert_eq!(one.ask("del other"), "NOT_FOUND", "commands are case-insensitive");
+        let pid_one = one.ask("PID");
+        assert_eq!(pid_one, two.ask("PID"), "one process");
+        assert_eq!(pid_one, format!("PID {}", server.pid()));
+        assert_eq!(one.ask("QUIT"), "BYE");
+        one.expect_eof();
+        // Several commands in one write: answered in order.
+        two.send(b"SET a 1\nSET b 2\nGET a\nGET b\nCOUNT\n");
+        for expected in ["OK", "OK", "VALUE 1", "VALUE 2", "COUNT 3"] {
+            assert_eq!(two.line(), expected, "{mode:?}");
+        }
+        assert_no_panic(&server);
+    }
+}
+
+/// `STATS` counts the commands of one connection: per-connection state, not shared, in every
+/// model.
 #[test]
 fn kv_store_counts_commands_per_connection() {
-    for extra in [&[][..], &["--forking"][..]] {
+    for extra in [&[][..], &["--forking"][..], &["--pooled"][..]] {
         let mut args = vec!["--bind", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let server = Server::start("kv_store", &args);
@@ -829,19 +942,72 @@ fn kv_store_forking_cannot_share_state() {
     assert_ne!(pid_one, format!("PID {}", server.pid()));
 }
 
+/// `--pooled` keeps sessions in a table by client address: connections that end in every way
+/// (QUIT, closed by the client while parked, reset, over-long line) leave no session behind
+/// for the next connection, and a long-lived connection keeps its count while 1,100 others
+/// come and go (past the table's first sweep, at 1,024 entries).
+#[test]
+fn kv_store_pooled_sessions_survive_churn() {
+    let server = kv_store(&["--pooled"]);
+    let mut keeper = tcp_client(&server.addr);
+    assert_eq!(keeper.ask("STATS"), "STATS commands=1");
+    for i in 0..1100 {
+        let mut client = tcp_client(&server.addr);
+        assert_eq!(client.ask("STATS"), "STATS commands=1", "connection {i}");
+        match i % 4 {
+            0 => assert_eq!(client.ask("QUIT"), "BYE"),
+            1 => drop(client),
+            2 => {
+                client.send(b"COUNT");
+                client.stream().shutdown(Shutdown::Both).unwrap();
+            }
+            _ => {
+                client.send(&vec![b'S'; MAX_LINE + 1]);
+                assert_eq!(client.line(), "error: line too long");
+            }
+        }
+    }
+    assert_eq!(keeper.ask("STATS"), "STATS commands=2");
+    assert_eq!(keeper.ask("SET still here"), "OK");
+    assert_eq!(keeper.ask("STATS"), "STATS commands=4");
+    assert_no_panic(&server);
+}
+
+#[test]
+fn kv_store_refuses_forking_and_pooled_together() {
+    let out = run_tool(
+        example("kv_store").to_str().unwrap(),
+        &["--bind", "127.0.0.1:0", "--forking", "--pooled"],
+        b"",
+        IO_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--forking") && err.contains("--pooled"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn kv_store_with_nc() {
-    let server = Server::start("kv_store", &["--bind", "127.0.0.1:0"]);
-    let port = port_of(&server.addr);
-    let out = run_tool("nc", &["-N", "127.0.0.1", port], b"SET a 1\nGET a\n", IO_TIMEOUT);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\nVALUE 1\n");
-    let out = run_tool("nc", &["-N", "127.0.0.1", port], b"GET a\n", IO_TIMEOUT);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "VALUE 1\n");
+    for mode in MODES {
+        let server = kv_store(mode);
+        let port = port_of(&server.addr);
+        let out = run_tool("nc", &["-N", "127.0.0.1", port], b"SET a 1\nGET a\n", IO_TIMEOUT);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\nVALUE 1\n", "{mode:?}");
+        let out = run_tool("nc", &["-N", "127.0.0.1", port], b"GET a\n", IO_TIMEOUT);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "VALUE 1\n", "{mode:?}");
+    }
 }
 
 #[test]
 fn kv_store_survives_bad_input() {
-    let mut server = Server::start("kv_store", &["--bind", "127.0.0.1:0"]);
+    for mode in MODES {
+        kv_store_survives_bad_input_in(mode);
+    }
+}
+
+fn kv_store_survives_bad_input_in(mode: &[&str]) {
+    let mut server = kv_store(mode);
     let mut client = tcp_client(&server.addr);
     assert!(client.ask("FROB x").starts_with("ERR unknown command"));
     assert_eq!(client.ask(""), "ERR empty command");
@@ -869,15 +1035,15 @@ fn kv_store_survives_bad_input() {
 
 #[test]
 fn kv_store_sigterm_finishes_the_command_in_flight() {
-    for mode in [&[][..], &["--forking"][..]] {
+    for mode in [&[][..], &["--forking"][..], &["--pooled"][..]] {
         let mut args = vec!["--bind", "127.0.0.1:0", "--delay", "700"];
         args.extend_from_slice(mode);
         let mut server = Server::start("kv_store", &args);
         let mut client = tcp_client(&server.addr);
-        let signal = if mode.is_empty() {
-            libc::SIGTERM
-        } else {
+        let signal = if mode == ["--forking"] {
             libc::SIGINT
+        } else {
+            libc::SIGTERM
         };
         let reply = stop_in_flight(&mut server, &mut client, b"SET k v\n", signal);
         assert_eq!(reply, b"OK\n", "{mode:?}");

@@ -1,6 +1,7 @@
 //! Black-box tests of the `http_server` example: `curl` as a user would run it, and raw
 //! sockets for what curl will not send (malformed requests, traversal attempts, oversized
-//! heads).
+//! heads, pipelined requests). Most run once per mode ([`MODES`]): the threading server (one
+//! request per connection) and `--pooled` (keep-alive).
 
 mod examples_support;
 
@@ -94,13 +95,45 @@ impl Reply {
     }
 }
 
-/// Sends `request` as is, reads the whole response (the server closes after it).
+/// Sends `request` as is and reads its response. When the response says
+/// `Connection: close`, checks that the server does close after it.
 fn raw(addr: &str, request: &[u8]) -> Reply {
     let mut client = tcp_client(addr);
     // A server refusing an oversized head may stop reading: a failed write is no failure here.
     let _ = client.stream().write_all(request);
-    let response = client.read_to_end();
-    parse_reply(&response)
+    let reply = read_reply(&mut client, request.starts_with(b"HEAD "));
+    if reply.header("connection").as_deref() == Some("close") {
+        let rest = client.read_to_end();
+        assert!(
+            rest.is_empty(),
+            "more after a `Connection: close` response: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    reply
+}
+
+/// Reads one response off a connection that may stay open: the head up to its empty line,
+/// then `Content-Length` bytes of body (none when it answers a HEAD request).
+fn read_reply(client: &mut Client<TcpStream>, head_only: bool) -> Reply {
+    let mut lines = vec![client.line()];
+    loop {
+        let line = client.line();
+        if line.is_empty() {
+            break;
+        }
+        lines.push(line);
+    }
+    let head = lines.join("\r\n");
+    let mut reply = parse_reply(format!("{head}\r\n\r\n").as_bytes());
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    if !head_only {
+        reply.body = client.bytes(length);
+    }
+    reply
 }
 
 fn parse_reply(response: &[u8]) -> Reply {
@@ -118,6 +151,15 @@ fn parse_reply(response: &[u8]) -> Reply {
         status,
         head,
         body: response[split + 4..].to_vec(),
+    }
+}
+
+/// The `Connection` header a response to a plain HTTP/1.1 request carries in `mode`.
+fn connection_in(mode: &[&str]) -> &'static str {
+    if is_pooled(mode) {
+        "keep-alive"
+    } else {
+        "close"
     }
 }
 
@@ -151,7 +193,13 @@ fn curl_reply(args: &[&str]) -> Reply {
 #[test]
 fn http_serves_files_with_length_and_type() {
     let site = Site::new("http-files");
-    let server = site.serve(&[]);
+    for mode in MODES {
+        serves_files_with_length_and_type(&site, mode);
+    }
+}
+
+fn serves_files_with_length_and_type(site: &Site, mode: &[&str]) {
+    let server = site.serve(mode);
     let base = format!("http://{}", server.addr);
     for (name, body, content_type) in [
         ("hello.txt", &b"hello\n"[..], "text/plain; charset=utf-8"),
@@ -174,7 +222,7 @@ fn http_serves_files_with_length_and_type() {
             Some(content_type),
             "{name}"
         );
-        assert_eq!(reply.header("connection").as_deref(), Some("close"));
+        assert_eq!(reply.header("connection").as_deref(), Some(connection_in(mode)));
         assert!(reply.header("date").is_some_and(|d| d.ends_with(" GMT")));
         assert!(reply.header("last-modified").is_some());
     }
@@ -191,13 +239,20 @@ fn http_serves_files_with_length_and_type() {
     // HTTP/1.0, no Host needed; a query string is ignored.
     let reply = raw(&server.addr, b"GET /hello.txt?x=1 HTTP/1.0\r\n\r\n");
     assert_eq!((reply.status, reply.body.as_slice()), (200, &b"hello\n"[..]));
+    assert_eq!(reply.header("connection").as_deref(), Some("close"));
     assert_no_panic(&server);
 }
 
 #[test]
 fn http_head_has_the_headers_and_no_body() {
     let site = Site::new("http-head");
-    let server = site.serve(&[]);
+    for mode in MODES {
+        head_has_the_headers_and_no_body(&site, mode);
+    }
+}
+
+fn head_has_the_headers_and_no_body(site: &Site, mode: &[&str]) {
+    let server = site.serve(mode);
     let out = curl(&["-I", &format!("http://{}/data.bin", server.addr)]);
     let head = String::from_utf8_lossy(&out.stdout);
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
@@ -209,12 +264,28 @@ fn http_head_has_the_headers_and_no_body() {
     let reply = raw(&server.addr, b"HEAD /missing HTTP/1.0\r\n\r\n");
     assert_eq!(reply.status, 404);
     assert!(reply.body.is_empty());
+    // A HEAD response has no body to read: the connection is at the next response at once.
+    let mut client = tcp_client(&server.addr);
+    client.send(b"HEAD /data.bin HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let reply = read_reply(&mut client, true);
+    assert_eq!(reply.header("content-length").as_deref(), Some("200000"));
+    if is_pooled(mode) {
+        client.send(b"GET /hello.txt HTTP/1.0\r\n\r\n");
+        assert_eq!(read_reply(&mut client, false).body, b"hello\n");
+    }
+    client.expect_eof();
 }
 
 #[test]
 fn http_lists_directories_escaped_and_follows_indexes() {
     let site = Site::new("http-dirs");
-    let server = site.serve(&[]);
+    for mode in MODES {
+        lists_directories_escaped_and_follows_indexes(&site, mode);
+    }
+}
+
+fn lists_directories_escaped_and_follows_indexes(site: &Site, mode: &[&str]) {
+    let server = site.serve(mode);
     let base = format!("http://{}", server.addr);
     let listing = curl_reply(&[&format!("{base}/")]);
     assert_eq!(listing.status, 200);
@@ -265,26 +336,39 @@ fn http_lists_directories_escaped_and_follows_indexes() {
 #[test]
 fn http_answers_404_for_what_does_not_exist() {
     let site = Site::new("http-404");
-    let server = site.serve(&[]);
-    for target in ["/missing", "/hello.txt/", "/sub/missing/x", "/sub/inner.txt/"] {
-        let reply = get(&server.addr, target);
-        assert_eq!(reply.status, 404, "{target}");
-        assert_eq!(reply.header("content-length"), Some(reply.body.len().to_string()));
+    for mode in MODES {
+        let server = site.serve(mode);
+        for target in ["/missing", "/hello.txt/", "/sub/missing/x", "/sub/inner.txt/"] {
+            let reply = get(&server.addr, target);
+            assert_eq!(reply.status, 404, "{target}");
+            assert_eq!(reply.header("content-length"), Some(reply.body.len().to_string()));
+            assert_eq!(
+                reply.header("connection").as_deref(),
+                Some("close"),
+                "an error response closes"
+            );
+        }
+        let out = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{}/nothing.here", server.addr),
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
     }
-    let out = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("http://{}/nothing.here", server.addr),
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
 
 #[test]
 fn http_never_serves_outside_the_root() {
     let site = Site::new("http-traversal");
-    let server = site.serve(&[]);
+    for mode in MODES {
+        never_serves_outside_the_root(&site, mode);
+    }
+}
+
+fn never_serves_outside_the_root(site: &Site, mode: &[&str]) {
+    let server = site.serve(mode);
     for target in [
         "/../secret.txt",
         "/sub/../../secret.txt",
@@ -330,7 +414,13 @@ fn http_hides_dot_files_unless_asked() {
     std::fs::write(root.join(".git/config"), "[core]\n").unwrap();
     std::fs::write(root.join(".env"), "PASSWORD=hunter2\n").unwrap();
     std::os::unix::fs::symlink(".git", root.join("git_link")).unwrap();
-    let server = site.serve(&[]);
+    for mode in MODES {
+        hides_dot_files_unless_asked(&site, mode);
+    }
+}
+
+fn hides_dot_files_unless_asked(site: &Site, mode: &[&str]) {
+    let server = site.serve(mode);
     let addr = server.addr.clone();
     for target in [
         "/.env",
@@ -357,7 +447,9 @@ fn http_hides_dot_files_unless_asked() {
     );
     drop(server);
 
-    let server = site.serve(&["--show-hidden"]);
+    let mut show = vec!["--show-hidden"];
+    show.extend_from_slice(mode);
+    let server = site.serve(&show);
     let addr = server.addr.clone();
     let reply = get(&addr, "/.env");
     assert_eq!(reply.status, 200);
@@ -376,7 +468,13 @@ fn server_alive_and_clean(mut server: Server) {
 #[test]
 fn http_rejects_malformed_and_unsupported_requests() {
     let site = Site::new("http-bad");
-    let server = site.serve(&[]);
+    for mode in MODES {
+        rejects_malformed_and_unsupported_requests(&site, mode);
+    }
+}
+
+fn rejects_malformed_and_unsupported_requests(site: &Site, mode: &[&str]) {
+    let server = site.serve(mode);
     let addr = server.addr.clone();
     let status = |request: &[u8]| raw(&addr, request).status;
     assert_eq!(status(b"garbage\r\n\r\n"), 400);
@@ -389,6 +487,15 @@ fn http_rejects_malformed_and_unsupported_requests() {
     assert_eq!(status(b"GET / HTTP/1.0\r\nX: a\r\n folded\r\n\r\n"), 400);
     assert_eq!(status(b"GET / HTTP/1.0\r\nNo colon\r\n\r\n"), 400);
     assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 505);
+    // A body whose length is not a number cannot be delimited (RFC 9112 section 6.3).
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\na"),
+        400
+    );
 
     let reply = raw(&addr, b"BREW /pot HTTP/1.0\r\n\r\n");
     assert_eq!(reply.status, 501);
@@ -446,16 +553,18 @@ fn http_rejects_malformed_and_unsupported_requests() {
 #[test]
 fn http_serves_concurrent_clients() {
     let site = Site::new("http-concurrent");
-    let server = site.serve(&[]);
-    let addr = server.addr.clone();
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let addr = addr.clone();
-            thread::spawn(move || get(&addr, "/data.bin").body.len())
-        })
-        .collect();
-    for handle in handles {
-        assert_eq!(handle.join().unwrap(), 200_000);
+    for mode in MODES {
+        let server = site.serve(mode);
+        let addr = server.addr.clone();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let addr = addr.clone();
+                thread::spawn(move || get(&addr, "/data.bin").body.len())
+            })
+            .collect();
+        for handle in handles {
+            assert_eq!(handle.join().unwrap(), 200_000);
+        }
     }
 }
 
@@ -480,28 +589,213 @@ fn http_serves_the_current_directory_by_default() {
 #[test]
 fn http_sigterm_finishes_the_response_in_flight() {
     let site = Site::new("http-stop");
-    let mut server = site.serve(&["--delay", "700"]);
-    let mut client = TcpStream::connect(&server.addr).unwrap();
-    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    client.write_all(b"GET /data.bin HTTP/1.0\r\n\r\n").unwrap();
-    thread::sleep(Duration::from_millis(200));
-    server.stop_with(libc::SIGTERM);
-    let mut response = Vec::new();
-    client.read_to_end(&mut response).unwrap();
-    let reply = parse_reply(&response);
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, site.data);
+    for mode in MODES {
+        let mut args = vec!["--delay", "700"];
+        args.extend_from_slice(mode);
+        let mut server = site.serve(&args);
+        let mut client = TcpStream::connect(&server.addr).unwrap();
+        client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        client.write_all(b"GET /data.bin HTTP/1.0\r\n\r\n").unwrap();
+        thread::sleep(Duration::from_millis(200));
+        server.stop_with(libc::SIGTERM);
+        let mut response = Vec::new();
+        client.read_to_end(&mut response).unwrap();
+        let reply = parse_reply(&response);
+        assert_eq!(reply.status, 200, "{mode:?}");
+        assert_eq!(reply.body, site.data, "{mode:?}");
+    }
 }
 
+/// A stop with connections open: one that sent nothing, one silent in the middle of a request
+/// head, and one kept open after a response (in `--pooled` mode; the threading server closes
+/// it after the response). All end, and the server exits within 2 s.
 #[test]
 fn http_sigint_with_an_idle_connection_exits_promptly() {
     let site = Site::new("http-idle");
-    let mut server = site.serve(&[]);
-    let mut idle = tcp_client(&server.addr);
-    let mut partial = tcp_client(&server.addr);
-    partial.send(b"GET / HT");
+    for mode in MODES {
+        let mut server = site.serve(mode);
+        let mut idle = tcp_client(&server.addr);
+        let mut partial = tcp_client(&server.addr);
+        partial.send(b"GET / HT");
+        let mut kept = tcp_client(&server.addr);
+        kept.send(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(read_reply(&mut kept, false).body, b"hello\n");
+        thread::sleep(Duration::from_millis(100));
+        server.stop_with(libc::SIGINT);
+        assert!(idle.read_to_end().is_empty(), "no request, no response");
+        partial.read_to_end();
+        assert!(kept.read_to_end().is_empty(), "{mode:?}");
+    }
+}
+
+/// curl fetching two URLs in one run: `--pooled` answers both on one connection (curl says
+/// it re-uses it, and counts one connect); the threading server closes after each response.
+#[test]
+fn http_curl_reuses_the_connection_when_pooled() {
+    let site = Site::new("http-reuse");
+    for mode in MODES {
+        let server = site.serve(mode);
+        let (first, second) = (site.dir.join("first.out"), site.dir.join("second.out"));
+        let out = curl(&[
+            "-v",
+            "-w",
+            "%{num_connects}\n",
+            "-o",
+            first.to_str().unwrap(),
+            "-o",
+            second.to_str().unwrap(),
+            &format!("http://{}/hello.txt", server.addr),
+            &format!("http://{}/data.bin", server.addr),
+        ]);
+        let verbose = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode:?}: {verbose}");
+        assert_eq!(std::fs::read(&first).unwrap(), b"hello\n");
+        assert_eq!(std::fs::read(&second).unwrap(), site.data);
+        let connects: u32 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|n| n.trim().parse::<u32>().expect("num_connects"))
+            .sum();
+        let reused = verbose.to_lowercase().contains("re-using existing connection");
+        if is_pooled(mode) {
+            assert_eq!(connects, 1, "{verbose}");
+            assert!(reused, "{verbose}");
+        } else {
+            assert_eq!(connects, 2, "{verbose}");
+            assert!(!reused, "{verbose}");
+        }
+        assert_no_panic(&server);
+    }
+}
+
+/// `--pooled`: requests sent back to back in one write (pipelining) are answered in order on
+/// the one connection, a HEAD among them; a pause between requests does not end the
+/// connection; `Connection: close` does, after its response.
+#[test]
+fn http_pooled_answers_pipelined_requests_in_order() {
+    let site = Site::new("http-pipelined");
+    let server = site.serve(&["--pooled"]);
+    let mut client = tcp_client(&server.addr);
+    client.send(
+        b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD /data.bin HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /sub/inner.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let first = read_reply(&mut client, false);
+    assert_eq!((first.status, first.body.as_slice()), (200, &b"hello\n"[..]));
+    assert_eq!(first.header("connection").as_deref(), Some("keep-alive"));
+    let head = read_reply(&mut client, true);
+    assert_eq!(head.header("content-length").as_deref(), Some("200000"));
+    assert_eq!(read_reply(&mut client, false).body, b"inner\n");
+    assert_eq!(read_reply(&mut client, false).body, site.data);
+    // Parked between requests, then served again.
+    thread::sleep(Duration::from_millis(300));
+    client.send(b"GET /page.html HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_reply(&mut client, false).body, b"<h1>page</h1>\n");
+    // A request in pieces, the head split mid-line.
+    client.send(b"GET /hello.txt HT");
     thread::sleep(Duration::from_millis(100));
-    server.stop_with(libc::SIGINT);
-    assert!(idle.read_to_end().is_empty(), "no request, no response");
-    partial.read_to_end();
+    client.send(b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let last = read_reply(&mut client, false);
+    assert_eq!((last.status, last.body.as_slice()), (200, &b"hello\n"[..]));
+    assert_eq!(last.header("connection").as_deref(), Some("close"));
+    client.expect_eof();
+    assert_no_panic(&server);
+}
+
+/// `--pooled`: which requests keep the connection open (RFC 9112 section 9.3), and that a
+/// request body never passes for the next request.
+#[test]
+fn http_pooled_keeps_alive_only_when_it_can() {
+    let site = Site::new("http-keep-alive");
+    let server = site.serve(&["--pooled"]);
+    let addr = server.addr.clone();
+    // Sends `request` on a new connection, reads the response; whether the connection is still
+    // open: the next request on it is answered.
+    let kept_open = |request: &[u8]| -> (Reply, bool) {
+        let mut client = tcp_client(&addr);
+        client.send(request);
+        let reply = read_reply(&mut client, false);
+        let says = reply.header("connection").unwrap_or_default();
+        let open = match says.as_str() {
+            "keep-alive" => {
+                client.send(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+                assert_eq!(read_reply(&mut client, false).body, b"hello\n");
+                true
+            }
+            "close" => {
+                client.expect_eof();
+                false
+            }
+            other => panic!("Connection: {other:?}"),
+        };
+        (reply, open)
+    };
+    let (reply, open) = kept_open(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(open && reply.status == 200, "HTTP/1.1 keeps it open");
+    let (_, open) = kept_open(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(!open, "Connection: close");
+    let (_, open) = kept_open(b"GET /hello.txt HTTP/1.0\r\n\r\n");
+    assert!(!open, "HTTP/1.0 closes by default");
+    let (_, open) = kept_open(b"GET /hello.txt HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    assert!(open, "HTTP/1.0 with Connection: keep-alive");
+    // Error responses close.
+    for request in [
+        &b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let (reply, open) = kept_open(request);
+        assert!(
+            reply.status >= 400 && !open,
+            "{}: {}",
+            String::from_utf8_lossy(request),
+            reply.status
+        );
+    }
+    // A redirect is no error.
+    let (reply, open) = kept_open(b"GET /sub HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(reply.status == 301 && open);
+    // A short body is skipped: the request after it is found, not read out of the body.
+    let body = "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request = format!(
+        "GET /page.html HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (reply, open) = kept_open(request.as_bytes());
+    assert!(open && reply.body == b"<h1>page</h1>\n");
+    // A long body, or one in a transfer coding, is not: answered, and the connection closed.
+    let mut long = b"GET /page.html HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    long.extend(std::iter::repeat_n(b'b', 100_000));
+    let (reply, open) = kept_open(&long);
+    assert!(reply.status == 200 && !open);
+    let (reply, open) = kept_open(
+        b"GET /page.html HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\n",
+    );
+    assert!(reply.status == 200 && !open);
+    server_alive_and_clean(server);
+}
+
+#[test]
+fn http_pooled_is_plain_http_only() {
+    let out = run_tool(
+        example("http_server").to_str().unwrap(),
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--pooled",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ],
+        b"",
+        IO_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pooled"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

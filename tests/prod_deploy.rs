@@ -347,8 +347,16 @@ fn deploy_md_systemd_units_verify_and_serve() {
     assert!(status.success(), "{status}");
 }
 
+/// In both modes of `echo_tcp` (threading, `--pooled`): the declared server on the inherited
+/// socket (`support::bind_declared`).
 #[test]
 fn echo_tcp_socket_activated_by_systemd_socket_activate() {
+    for mode in MODES {
+        socket_activated(mode);
+    }
+}
+
+fn socket_activated(mode: &[&str]) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new("systemd-socket-activate")
@@ -359,6 +367,7 @@ fn echo_tcp_socket_activated_by_systemd_socket_activate() {
             "--bind",
             "systemd",
         ])
+        .args(mode)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -374,7 +383,7 @@ fn echo_tcp_socket_activated_by_systemd_socket_activate() {
         thread::sleep(Duration::from_millis(20));
     }
     let reply = nc(None, port, b"activated\n");
-    assert_eq!(reply, "activated\n");
+    assert_eq!(reply, "activated\n", "{mode:?}");
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)

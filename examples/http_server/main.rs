@@ -25,10 +25,11 @@
 //!   request line over 8190 bytes, 431 for a header line over 8190 bytes, more than 100
 //!   headers or more than 64 KiB of them, 505 for HTTP/2 and above. The request head is read
 //!   with those bounds: no input is buffered without limit. The body of a request is never
-//!   read.
+//!   read (`--pooled` skips a short one, below).
 //! - HTTP/1.0 and HTTP/1.1. **An HTTP/1.1 request without a `Host` header is refused with 400**,
-//!   as RFC 9112 section 3.2 requires (HTTP/1.0 requests need none). One request per connection:
-//!   every response carries `Connection: close`, and the server closes after it.
+//!   as RFC 9112 section 3.2 requires (HTTP/1.0 requests need none), and so is a request whose
+//!   `Content-Length` is not a number. By default, one request per connection: every response
+//!   carries `Connection: close`, and the server closes after it.
 //!
 //! The request parser is `parse.rs`, which depends on `std` only so that a fuzz target can
 //! include it by path; `files.rs` maps paths to the filesystem and renders listings.
@@ -36,6 +37,25 @@
 //! A threading server: each connection gets a thread, at most 64 at once (`max_threads`);
 //! a client that sends nothing for 30 s is dropped. SIGTERM/SIGINT: stop accepting, finish the
 //! responses in flight, exit 0.
+//!
+//! **`--pooled`: keep-alive.** The same files on the pooled model ([`PooledFileServer`]), with
+//! persistent connections (RFC 9112 section 9.3): `handle` answers one request, and between
+//! requests the connection is parked in the event loop, holding no thread (so 64 pool threads
+//! serve many more open connections; an idle one is closed after 30 s, `idle_timeout`).
+//! - An HTTP/1.1 request keeps the connection open unless it says `Connection: close`; an
+//!   HTTP/1.0 one closes it unless it says `Connection: keep-alive`. Each response says which:
+//!   `Connection: keep-alive` or `Connection: close`, with its `Content-Length`.
+//! - Requests sent back to back without waiting (pipelining) are answered in order.
+//! - Error responses (status 400 and above) close the connection, as Python's `send_error`
+//!   does.
+//! - A request body (which no `GET` or `HEAD` needs) is read and discarded when its
+//!   `Content-Length` is at most 64 KiB, so that the next request is found after it; a longer
+//!   one, or one sent with `Transfer-Encoding`, is answered and the connection closed.
+//! - HTTP only: `--pooled` with `--tls-cert` is refused (the pooled model has no handshake
+//!   stage).
+//!
+//! Both servers answer a request with one function, [`FileServer::exchange`]; they differ in
+//! whether it may keep the connection open.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -47,8 +67,9 @@ mod files;
 #[allow(dead_code, clippy::duplicate_mod)]
 mod parse;
 
+use std::fmt::Display;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,7 +81,7 @@ use sockserve::transport::{StreamTransport, Tls};
 use support::{Connection as _, Patient};
 
 use files::Resolved;
-use parse::{Method, PathError, Request};
+use parse::{Framing, Method, PathError, Request};
 
 /// The server-wide state: the canonical directory being served.
 #[server(tcp, threading, max_threads = 64)]
@@ -72,6 +93,21 @@ struct FileServer {
 
 /// How long a client may take to send its request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest request body skipped to keep a connection open (`--pooled`); a longer one
+/// closes the connection instead.
+const MAX_SKIPPED_BODY: u64 = 64 * 1024;
+
+/// What became of a connection after [`FileServer::exchange`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exchange {
+    /// No request came (end of input, a read error or timeout): nothing was sent.
+    Nothing,
+    /// A response was sent with `Connection: keep-alive`: the next request may follow.
+    KeepAlive,
+    /// A response was sent with `Connection: close`.
+    Close,
+}
 
 /// A response about to be written.
 struct Response {
@@ -121,12 +157,14 @@ impl Response {
         }
     }
 
-    /// Writes the response; without the body when `head_only`.
-    fn write_to(self, out: &mut impl Write, head_only: bool) -> io::Result<u64> {
+    /// Writes the response, saying whether the connection stays open; without the body when
+    /// `head_only`.
+    fn write_to(self, out: &mut impl Write, head_only: bool, keep_alive: bool) -> io::Result<u64> {
         let length = self.body.len();
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nServer: sockserve-http_server\r\nDate: {}\r\n\
-             Connection: close\r\nContent-Length: {length}\r\n",
+             Connection: {connection}\r\nContent-Length: {length}\r\n",
             self.status,
             self.reason,
             support::Utc::now().http_date()
@@ -154,6 +192,63 @@ impl Response {
 }
 
 impl FileServer {
+    /// Reads one request from `input` and writes its response to `out` (flushed): what both
+    /// servers do for each request. With `may_keep_alive` false the response closes the
+    /// connection (`Connection: close`, the body left unread); with it true the request
+    /// decides ([`Request::keep_alive`]), except that an error response closes, and so does a
+    /// body that cannot be skipped ([`MAX_SKIPPED_BODY`], `Transfer-Encoding`).
+    fn exchange<R: BufRead, W: Write>(
+        &self,
+        input: &mut R,
+        out: &mut W,
+        client: &dyn Display,
+        may_keep_alive: bool,
+    ) -> io::Result<Exchange> {
+        let (response, request_line, head_only, keep_alive) = match parse::read_request(input, &parse::LIMITS)
+        {
+            Ok(request) => {
+                support::simulate_work();
+                let line = format!("{} {} {}", request.method, request.target, request.version);
+                let framing = request.framing();
+                let response = match framing {
+                    Framing::Invalid => Response::error(400, "Bad Request", "Invalid Content-Length."),
+                    _ => self.respond(&request),
+                };
+                let keep_alive = may_keep_alive
+                    && request.keep_alive()
+                    && response.status < 400
+                    && match framing {
+                        Framing::None => true,
+                        Framing::Length(length) => skip_body(input, length, client),
+                        Framing::Encoded | Framing::Invalid => false,
+                    };
+                (response, line, request.method == Method::Head, keep_alive)
+            }
+            Err(parse::Error::Closed) => return Ok(Exchange::Nothing),
+            Err(parse::Error::Io(e)) => {
+                log::debug!("{client}: {e}");
+                return Ok(Exchange::Nothing);
+            }
+            Err(e) => {
+                let (status, reason) = e.status().unwrap_or((400, "Bad Request"));
+                (
+                    Response::error(status, reason, &e.to_string()),
+                    "-".to_string(),
+                    false,
+                    false,
+                )
+            }
+        };
+        let status = response.status;
+        let sent = response.write_to(out, head_only, keep_alive)?;
+        out.flush()?;
+        log::info!("{client} \"{}\" {status} {sent}", request_line.escape_debug());
+        Ok(match keep_alive {
+            true => Exchange::KeepAlive,
+            false => Exchange::Close,
+        })
+    }
+
     /// Builds the response to a well-formed request.
     fn respond(&self, request: &Request) -> Response {
         if let Method::Other(method) = &request.method {
@@ -234,42 +329,66 @@ where
 
     fn handle(&self, req: &mut StreamRequest<'_, T>) -> io::Result<()> {
         let mut input = Patient::new(&mut req.rfile, REQUEST_TIMEOUT);
-        let (response, request_line, head_only) = match parse::read_request(&mut input, &parse::LIMITS) {
-            Ok(request) => {
-                support::simulate_work();
-                let line = format!("{} {} {}", request.method, request.target, request.version);
-                (self.respond(&request), line, request.method == Method::Head)
-            }
-            Err(parse::Error::Closed) => return Ok(()),
-            Err(parse::Error::Io(e)) => {
-                log::debug!("{}: {e}", req.client_address);
-                return Ok(());
-            }
-            Err(e) => {
-                let (status, reason) = e.status().unwrap_or((400, "Bad Request"));
-                (
-                    Response::error(status, reason, &e.to_string()),
-                    "-".to_string(),
-                    false,
-                )
-            }
-        };
-        let status = response.status;
-        let sent = response.write_to(&mut req.wfile, head_only)?;
-        req.wfile.flush()?;
-        log::info!(
-            "{} \"{}\" {status} {sent}",
-            req.client_address,
-            request_line.escape_debug()
-        );
-        // Unread input (an oversized head, a body) must not turn the close into a reset.
-        req.request.close_gently();
+        // One request per connection.
+        if self.exchange(&mut input, &mut req.wfile, req.client_address, false)? == Exchange::Close {
+            // Unread input (an oversized head, a body) must not turn the close into a reset.
+            req.request.close_gently();
+        }
         Ok(())
     }
 }
 
+/// Reads and discards a request body of `length` bytes, if it is short enough
+/// ([`MAX_SKIPPED_BODY`]); whether the connection can go on (the whole body was read).
+fn skip_body(input: &mut impl BufRead, length: u64, client: &dyn Display) -> bool {
+    if length > MAX_SKIPPED_BODY {
+        return false;
+    }
+    match io::copy(&mut input.take(length), &mut io::sink()) {
+        Ok(skipped) => skipped == length,
+        Err(e) => {
+            log::debug!("{client}: reading the request body: {e}");
+            false
+        }
+    }
+}
+
+/// `--pooled`: the same files, one request per `handle`; between requests the connection is
+/// parked in the event loop, holding no thread, and closed after 30 s without a request
+/// (`idle_timeout`, the threading server's [`REQUEST_TIMEOUT`]).
+#[server(tcp, pooled, max_threads = 64, idle_timeout = "30s")]
+struct PooledFileServer(FileServer);
+
+impl MessageHandler<Tcp> for PooledFileServer {
+    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<AfterMessage> {
+        // Polling reads, so that a stop asked for while a client is silent in the middle of a
+        // request ends the wait, as for the threading server. Set for every request: `handle`
+        // cannot tell a connection's first one, and the library set its own timeouts at accept.
+        req.request.poll_reads()?;
+        let mut input = Patient::new(&mut req.rfile, REQUEST_TIMEOUT);
+        match self
+            .0
+            .exchange(&mut input, &mut req.wfile, req.client_address, true)?
+        {
+            Exchange::KeepAlive => Ok(AfterMessage::KeepOpen),
+            Exchange::Close => {
+                req.request.close_gently();
+                Ok(AfterMessage::Close)
+            }
+            Exchange::Nothing => Ok(AfterMessage::Close),
+        }
+    }
+}
+
+/// `--pooled`: keep-alive on the pooled model.
+const POOLED: support::Opt = support::Opt {
+    name: "pooled",
+    value: None,
+    help: "keep connections open between requests (HTTP keep-alive), on the pooled model",
+};
+
 const SPEC: support::Spec = support::Spec {
-    about: "A static file server in the spirit of `python -m http.server`.",
+    about: "A static file server in the spirit of `python -m http.server` (--pooled: with keep-alive).",
     default_bind: "127.0.0.1:8000",
     bind_value: "HOST:PORT",
     options: &[
@@ -293,6 +412,7 @@ const SPEC: support::Spec = support::Spec {
             value: Some("PEM"),
             help: "the private key of --tls-cert",
         },
+        POOLED,
         support::MAX_THREADS,
         support::CONNECTION_TIMEOUT,
     ],
@@ -318,9 +438,19 @@ fn main() -> ExitCode {
         log::info!("serving {}", root.display());
         let show_hidden = args.flag("show-hidden");
         let handler = FileServer { root, show_hidden };
-        let options = args.server_options(FileServer::OPTIONS);
         let (cert, key) = (args.value("tls-cert"), args.value("tls-key"));
-        if cert.is_none() && key.is_none() {
+        let tls = cert.is_some() || key.is_some();
+        if args.flag(POOLED.name) {
+            if tls {
+                log::error!("--pooled serves plain HTTP only: it cannot be used with --tls-cert/--tls-key");
+                std::process::exit(2);
+            }
+            let options = args.server_options(PooledFileServer::OPTIONS);
+            let server = PooledFileServer(handler).bind_with(args.bind.as_str(), options)?;
+            return support::serve(server, stopper);
+        }
+        let options = args.server_options(FileServer::OPTIONS);
+        if !tls {
             return support::serve(handler.bind_with(args.bind.as_str(), options)?, stopper);
         }
         // HTTPS: the same handler behind the TLS layer, offering HTTP/1.1 through ALPN.

@@ -18,7 +18,9 @@
 //! - obsolete line folding, control characters and malformed tokens are [`Error::BadRequest`].
 //!
 //! Reads are bounded: the reader never buffers more than the limits above, whatever the peer
-//! sends. The body of a request is never read: the server answers and closes the connection.
+//! sends. The body of a request is not read here: [`Request::framing`] says how it is
+//! delimited, and [`Request::keep_alive`] whether the client asks for the connection to stay
+//! open after the response; the server decides what to do with both.
 
 use std::fmt;
 use std::io::{self, BufRead};
@@ -106,6 +108,71 @@ impl Request {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The comma-separated elements of every header named `name`, trimmed, empty ones left
+    /// out (RFC 9110 section 5.6.1).
+    fn list<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .map(|element| element.trim_matches([' ', '\t']))
+            .filter(|element| !element.is_empty())
+    }
+
+    /// Whether the client asks for the connection to stay open after the response (RFC 9112
+    /// section 9.3): HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with
+    /// `Connection: keep-alive` (and no `close`).
+    pub fn keep_alive(&self) -> bool {
+        let has = |option: &str| self.list("connection").any(|o| o.eq_ignore_ascii_case(option));
+        match self.version {
+            Version::Http11 => !has("close"),
+            Version::Http10 => has("keep-alive") && !has("close"),
+        }
+    }
+
+    /// How the request's body is delimited (RFC 9112 section 6.3), so that the next request on
+    /// the connection can be found after it.
+    pub fn framing(&self) -> Framing {
+        if self.header("transfer-encoding").is_some() {
+            return Framing::Encoded;
+        }
+        let mut length = None;
+        for element in self.list("content-length") {
+            let parsed = match element.bytes().all(|b| b.is_ascii_digit()) {
+                true => element.parse::<u64>().ok(),
+                false => None,
+            };
+            match (parsed, length) {
+                (None, _) => return Framing::Invalid,
+                (Some(n), Some(seen)) if n != seen => return Framing::Invalid,
+                (Some(n), _) => length = Some(n),
+            }
+        }
+        if length.is_none() && self.header("content-length").is_some() {
+            // Present, but only empty elements.
+            return Framing::Invalid;
+        }
+        match length {
+            None | Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    }
+}
+
+/// How a request's body is delimited: [`Request::framing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (no `Content-Length`, or `Content-Length: 0`).
+    None,
+    /// `Content-Length`: this many bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding` (chunked, say): the body ends where its encoding says, which only
+    /// decoding it finds.
+    Encoded,
+    /// A `Content-Length` that is not one decimal number (or several that disagree): the
+    /// message's framing is invalid, and the request is answered with 400.
+    Invalid,
 }
 
 /// Why no request could be read.
@@ -483,6 +550,67 @@ mod tests {
     }
 
     #[test]
+    fn keep_alive_by_version_and_connection_header() {
+        let keep = |head: &[u8]| parse(head).unwrap().keep_alive();
+        assert!(keep(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+        assert!(!keep(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
+        assert!(!keep(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, CLOSE\r\n\r\n"
+        ));
+        assert!(!keep(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: te\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(keep(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n"));
+        assert!(!keep(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(keep(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(keep(b"GET / HTTP/1.0\r\nConnection: foo,  keep-alive \r\n\r\n"));
+        assert!(!keep(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"));
+    }
+
+    #[test]
+    fn framing_of_the_body() {
+        let framing = |headers: &str| {
+            parse(format!("GET / HTTP/1.1\r\nHost: h\r\n{headers}\r\n").as_bytes())
+                .unwrap()
+                .framing()
+        };
+        assert_eq!(framing(""), Framing::None);
+        assert_eq!(framing("Content-Length: 0\r\n"), Framing::None);
+        assert_eq!(framing("Content-Length: 12\r\n"), Framing::Length(12));
+        assert_eq!(
+            framing("content-length: 5, 5\r\nContent-Length: 5\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(framing("Transfer-Encoding: chunked\r\n"), Framing::Encoded);
+        assert_eq!(
+            framing("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n"),
+            Framing::Encoded,
+            "Transfer-Encoding overrides Content-Length"
+        );
+        assert_eq!(framing("Transfer-Encoding:\r\n"), Framing::Encoded);
+        for bad in [
+            "-1",
+            "+3",
+            "1 2",
+            "0x10",
+            "3, 4",
+            "",
+            ",",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                framing(&format!("Content-Length: {bad}\r\n")),
+                Framing::Invalid,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            framing("Content-Length: 3\r\nContent-Length: 4\r\n"),
+            Framing::Invalid
+        );
+    }
+
+    #[test]
     fn other_methods_parse_for_501() {
         let r = parse(b"DELETE /x HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(r.method, Method::Other("DELETE".into()));
@@ -715,7 +843,9 @@ mod tests {
                 max_headers: (xorshift(&mut state) % 4) as usize,
             };
             let _ = read_request(&mut &input[..], &limits);
-            let _ = read_request(&mut &input[..], &LIMITS);
+            if let Ok(request) = read_request(&mut &input[..], &LIMITS) {
+                let _ = (request.keep_alive(), request.framing());
+            }
             if let Ok(text) = std::str::from_utf8(&input) {
                 if let Ok(path) = parse_target(text) {
                     assert!(path.encoded().starts_with('/'));

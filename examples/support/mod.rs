@@ -24,7 +24,10 @@
 //! `shutdown()`. Handlers read through [`Patient`], which polls the socket every [`POLL`] and
 //! reports end of input once the flag is set ([`sockserve::signals::stop_requested`]) and the
 //! client is idle, so a handler finishes the request it is working on and then returns. The
-//! flag lives in shared memory, so the children of a forking server see it too.
+//! flag lives in shared memory, so the children of a forking server see it too. A pooled
+//! server's connections wait for their next request parked in the library's event loop, which
+//! closes them on a stop; only a request that has begun to arrive is read, through `Patient`
+//! too ([`serve_line`]).
 
 // Each example uses a part of this module.
 #![allow(dead_code)]
@@ -39,9 +42,9 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sockserve::concurrency::Concurrency;
-use sockserve::transport::Transport;
-use sockserve::Server;
+use sockserve::concurrency::{AfterMessage, Concurrency, Pooled};
+use sockserve::transport::{StreamTransport, Transport};
+use sockserve::{Server, StreamRequest, Wfile};
 
 mod lines;
 
@@ -581,22 +584,72 @@ pub fn serve_lines<R: BufRead, W: Write>(
     let mut line = Vec::new();
     // A stop ends the loop through `Patient`: end of input once the client is idle, so a line
     // that already arrived (or arrives within a POLL) is still answered.
-    loop {
-        match read_line(&mut input, MAX_LINE, &mut line)? {
-            Line::Eof => break,
-            Line::TooLong => {
-                wfile.write_all(b"error: line too long\n")?;
-                break;
-            }
-            Line::Complete => {
-                simulate_work();
-                if answer(&line, wfile)? == Next::Close {
-                    break;
-                }
-            }
+    while answer_line(&mut input, wfile, &mut line, &mut answer)? == Next::Continue {}
+    wfile.flush()
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes from `input` (into `line`), sleeps for
+/// `--delay` and lets `answer` write the reply: one step of [`serve_lines`], and the whole
+/// message of [`serve_line`]. [`Next::Close`] at end of input, when `answer` says so, or after
+/// answering a too-long line with `error: line too long`.
+fn answer_line<R: BufRead, W: Write>(
+    input: &mut R,
+    wfile: &mut W,
+    line: &mut Vec<u8>,
+    answer: &mut impl FnMut(&[u8], &mut W) -> io::Result<Next>,
+) -> io::Result<Next> {
+    match read_line(input, MAX_LINE, line)? {
+        Line::Eof => Ok(Next::Close),
+        Line::TooLong => {
+            wfile.write_all(b"error: line too long\n")?;
+            Ok(Next::Close)
+        }
+        Line::Complete => {
+            simulate_work();
+            answer(line, wfile)
         }
     }
-    wfile.flush()
+}
+
+/// Serves one line of a line protocol: the whole `handle` of a pooled server's
+/// [`MessageHandler`](sockserve::concurrency::MessageHandler), which the library calls once the
+/// first bytes of a line have arrived. Reads that line and no further (at most [`MAX_LINE`]
+/// bytes) and answers it as [`serve_lines`] does. [`AfterMessage::KeepOpen`] after an answered
+/// line: the connection then waits for the next one parked in the event loop, holding no
+/// thread, and a stop closes it there. `Close` at end of input (after answering a last line
+/// without its newline), when `answer` says [`Next::Close`], or after `error: line too long`.
+///
+/// A line that is not all there yet is waited for through [`Patient`], for at most the
+/// server's `connection_timeout` ([`Pooled::MESSAGE_TIMEOUT`] when unset): a stop asked for
+/// while the client is silent in the middle of a line ends the wait at once (the part already
+/// sent is answered), as it does for the threading servers, instead of holding the drain for
+/// the whole timeout.
+pub fn serve_line<'a, T: StreamTransport>(
+    req: &mut StreamRequest<'a, T>,
+    mut answer: impl FnMut(&[u8], &mut Wfile<'a, T::Request>) -> io::Result<Next>,
+) -> io::Result<AfterMessage>
+where
+    T::Request: Connection,
+{
+    // A whole line already buffered (the usual case) is answered without another read, so
+    // the socket needs no polling set up for it.
+    if !req.rfile.buffer().contains(&b'\n') {
+        req.request.poll_reads()?;
+    }
+    let idle = req
+        .server
+        .options()
+        .connection_timeout
+        .unwrap_or(Pooled::MESSAGE_TIMEOUT);
+    let mut input = Patient::new(&mut req.rfile, idle);
+    let mut line = Vec::new();
+    let next = answer_line(&mut input, &mut req.wfile, &mut line, &mut answer)?;
+    // A line cut short by the end of input (or by a stop, or an idle client) is answered, and
+    // the connection ends with it, as `serve_lines` ends at the next read.
+    Ok(match next {
+        Next::Continue if line.ends_with(b"\n") => AfterMessage::KeepOpen,
+        Next::Continue | Next::Close => AfterMessage::Close,
+    })
 }
 
 /// A calendar date and time in UTC, enough for HTTP dates and the daytime protocol.

@@ -53,6 +53,27 @@ fn examples_dir() -> &'static Path {
             )
         };
         let mut cargo = Command::new(env!("CARGO"));
+        // Without the variables cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME,
+        // ...): a build script that watches one of them (ring's does) would otherwise see it
+        // change between this build and the enclosing `cargo test`, and each would rebuild
+        // it and everything above it.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_by_cargo = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "CARGO_BIN_EXE_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
+            if set_by_cargo {
+                cargo.env_remove(name.as_ref());
+            }
+        }
         cargo
             .args(["build", "--quiet", "--examples", "-p", "sockserve"])
             .arg("--manifest-path")
@@ -115,6 +136,15 @@ impl Drop for TempDir {
     }
 }
 
+/// The two ways `echo_tcp`, `kv_store` and `http_server` serve: the default (threading) and
+/// `--pooled`. A test of one of them runs once per mode: `for mode in MODES { .. }`.
+pub const MODES: [&[&str]; 2] = [&[], &["--pooled"]];
+
+/// Whether `mode` (one of [`MODES`]) is `--pooled`.
+pub fn is_pooled(mode: &[&str]) -> bool {
+    mode.contains(&"--pooled")
+}
+
 /// A running example server.
 pub struct Server {
     pub name: String,
@@ -132,6 +162,12 @@ impl Server {
     /// Spawns `name` with `args`, waits for `listening on ADDR`.
     pub fn start(name: &str, args: &[&str]) -> Server {
         Server::start_in(name, args, None)
+    }
+
+    /// [`Server::start`] with `args`, then the options of `mode` (one of [`MODES`]).
+    pub fn start_mode(name: &str, args: &[&str], mode: &[&str]) -> Server {
+        let all: Vec<&str> = args.iter().chain(mode).copied().collect();
+        Server::start(name, &all)
     }
 
     /// Like [`Server::start`], in the working directory `dir` if given.
@@ -369,6 +405,13 @@ impl<S: Read + Write> Client<S> {
         String::from_utf8_lossy(&line)
             .trim_end_matches(['\r', '\n'])
             .to_string()
+    }
+
+    /// The next `n` bytes; panics at end of input or on timeout.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.inner.read_exact(&mut buf).expect("read bytes");
+        buf
     }
 
     /// Sends `bytes`, returns the next line as bytes.
