@@ -1,6 +1,8 @@
 //! sockserve's servers under test: one echo handler per handler kind, served by
 //! `TcpServer`, `ThreadingTcpServer`, `ForkingTcpServer`, `UdpServer` and
-//! `MultiplexTcpServer` (its workers default to one per CPU, as tokio's runtime).
+//! `MultiplexTcpServer` (its workers default to one per CPU, as tokio's runtime), the latter
+//! twice: `ss-multiplex` with the serve loop accepting every connection and handing it to a
+//! worker, `ss-multiplex-rp` with `worker_listeners` (a `SO_REUSEPORT` listener per worker).
 //!
 //! Options differ from `Options::DEFAULT` only in `disable_nagle_algorithm`
 //! (every server in the harness sets TCP_NODELAY), `max_children` (the same
@@ -94,6 +96,11 @@ pub fn serve(name: &str, args: &ServeArgs) -> io::Result<()> {
         }
         "ss-multiplex" => {
             let server = MultiplexTcpServer::with_options(bind, Echo, options)?;
+            announce(server.server_address());
+            server.serve_forever()
+        }
+        "ss-multiplex-rp" => {
+            let server = MultiplexTcpServer::with_options(bind, Echo, options.worker_listeners(true))?;
             announce(server.server_address());
             server.serve_forever()
         }
