@@ -786,6 +786,30 @@ fn ratios(out: &mut String, res: &Results) {
             "ss-pooled",
             "ss-multiplex",
         ),
+        (
+            "W1 ping-pong: ss-multiplex-rp vs tokio",
+            Workload::PingPong,
+            "ss-multiplex-rp",
+            "tokio",
+        ),
+        (
+            "W2 churn: ss-multiplex-rp vs tokio",
+            Workload::Churn,
+            "ss-multiplex-rp",
+            "tokio",
+        ),
+        (
+            "W1 ping-pong: ss-multiplex-rp vs ss-multiplex",
+            Workload::PingPong,
+            "ss-multiplex-rp",
+            "ss-multiplex",
+        ),
+        (
+            "W2 churn: ss-multiplex-rp vs ss-multiplex",
+            Workload::Churn,
+            "ss-multiplex-rp",
+            "ss-multiplex",
+        ),
     ];
     for (label, w, a, b) in extra {
         if let (Some(x), Some(y)) = (res.rate(*w, a), res.rate(*w, b)) {
@@ -914,6 +938,7 @@ OPTIONS
   --servers a,b,...       only these servers (default: all); names:
                           tokio raw-threaded raw-sync raw-udp py-threading py-forking py-sync
                           py-udp ss-sync ss-threading ss-forking ss-udp ss-multiplex ss-pooled
+                          ss-multiplex-rp
   --workloads 1,2,3,4     only these workloads (1 ping-pong, 2 churn, 3 UDP, 4 idle memory)
   --idle-conns N          idle connections for workload 4 (default 10000, quick 2000)
   --wait-budget SECS       total time to wait for other work on the machine to stop before runs

@@ -234,3 +234,34 @@ fn proxy_protocol_key_declares_a_proxied_tcp_server() {
     server.shutdown();
     thread.join().unwrap().unwrap();
 }
+
+/// Echo on the multiplex model, each worker accepting on a listener of its own.
+#[server(tcp, multiplex, workers = 2, worker_listeners = true)]
+struct MuxEcho;
+
+impl ConnectionHandler<Tcp> for MuxEcho {
+    type Conn = ();
+
+    fn connected(&self, _io: &mut ConnIo<'_, Tcp>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn input(&self, _conn: &mut (), io: &mut ConnIo<'_, Tcp>, input: &[u8]) -> io::Result<usize> {
+        io.write(input);
+        Ok(input.len())
+    }
+}
+
+#[test]
+fn worker_listeners_reach_the_server_and_imply_reuse_port() {
+    assert_eq!(
+        MuxEcho::OPTIONS,
+        Options::DEFAULT.workers(Some(2)).worker_listeners(true)
+    );
+    let server = MuxEcho.bind("127.0.0.1:0").unwrap();
+    assert!(server.concurrency().worker_listeners());
+    // The server's listener is in the SO_REUSEPORT group the workers' listeners join.
+    assert!(server.transport().socket().reuse_port().unwrap());
+    let plain = ThreadingTcpServer::bind("127.0.0.1:0", TcpDefaults).unwrap();
+    assert!(!plain.transport().socket().reuse_port().unwrap());
+}

@@ -64,6 +64,7 @@ pub const ALL: &[ServerSpec] = &[
     rust("ss-udp", Kind::Udp, false),
     rust("ss-multiplex", Kind::TcpConcurrent, false),
     rust("ss-pooled", Kind::TcpConcurrent, false),
+    rust("ss-multiplex-rp", Kind::TcpConcurrent, false),
 ];
 
 /// Forking servers get a child cap above every workload's connection count

@@ -1,6 +1,8 @@
 //! sockserve's servers under test: one echo handler per handler kind, served by
 //! `TcpServer`, `ThreadingTcpServer`, `ForkingTcpServer`, `UdpServer`,
-//! `MultiplexTcpServer` (its workers default to one per CPU, as tokio's runtime)
+//! `MultiplexTcpServer` (its workers default to one per CPU, as tokio's runtime), twice:
+//! `ss-multiplex` with the serve loop accepting every connection and handing it to a
+//! worker, `ss-multiplex-rp` with `worker_listeners` (a `SO_REUSEPORT` listener per worker),
 //! and `PooledTcpServer` (the same workers, and a pool of threads for the messages).
 //!
 //! Options differ from `Options::DEFAULT` only in `disable_nagle_algorithm`
@@ -130,6 +132,11 @@ pub fn serve(name: &str, args: &ServeArgs) -> io::Result<()> {
         }
         "ss-pooled" => {
             let server = PooledTcpServer::with_options(bind, Echo, options)?;
+            announce(server.server_address());
+            server.serve_forever()
+        }
+        "ss-multiplex-rp" => {
+            let server = MultiplexTcpServer::with_options(bind, Echo, options.worker_listeners(true))?;
             announce(server.server_address());
             server.serve_forever()
         }

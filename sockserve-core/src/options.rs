@@ -21,7 +21,8 @@ use std::time::Duration;
 /// | `rbufsize`, `wbufsize`, `connection_timeout`, `disable_nagle_algorithm` | stream servers | `StreamRequestHandler.rbufsize`, `.wbufsize`, `.timeout`, `.disable_nagle_algorithm` |
 /// | `socket_mode`, `remove_stale_socket` | unix | new |
 /// | `oob_inline` | tcp | new (the socket option `SO_OOBINLINE`) |
-/// | `workers`, `max_connections`, `idle_timeout`, `max_input` | multiplex | new |
+/// | `workers`, `max_connections`, `idle_timeout`, `max_input` | multiplex, pooled | new |
+/// | `worker_listeners` | tcp with multiplex or pooled | new (`SO_REUSEPORT` listener per worker) |
 /// | `proxy_protocol` | [`Proxied`](crate::transport::Proxied) stream transports | new (HAProxy's PROXY protocol) |
 ///
 /// Build one from [`Options::DEFAULT`] (or a declared handler's `OPTIONS`) with the setters,
@@ -104,6 +105,36 @@ pub struct Options {
     /// Multiplex: the number of event-loop threads, each with its own epoll instance.
     /// `None` (the default) means `std::thread::available_parallelism()`.
     pub workers: Option<usize>,
+    /// Multiplex and pooled, on TCP: each worker accepts on a listening socket of its own,
+    /// bound to the server's address with `SO_REUSEADDR` and `SO_REUSEPORT`, so the kernel
+    /// spreads new connections across the workers' listeners and the server's own (by a
+    /// hash of the client's address and port), and a connection that lands on a worker's
+    /// listener is accepted and served by that worker, without the serve loop's hand-off.
+    /// Default `false`: the serve loop accepts every connection and hands it to a worker,
+    /// round robin.
+    ///
+    /// - It implies `allow_reuse_port` for the server's listener (`SO_REUSEPORT` is set
+    ///   before bind). A listener adopted already bound ([`Tcp::from_std`](crate::transport::Tcp::from_std),
+    ///   systemd's `ReusePort=`) must have `SO_REUSEPORT` set, or the workers' listeners
+    ///   cannot bind and `serve_forever` fails.
+    /// - The server's own listener stays in the group: the connections the kernel gives it
+    ///   are accepted by the serve loop and handed off as without this option (with `workers`
+    ///   workers, about one in `workers + 1`).
+    /// - The workers start, with their listeners, when the server starts serving
+    ///   (`serve_forever`, `handle_request`); `verify_request` runs on the worker that
+    ///   accepted; `max_connections` counts the connections of every listener (at the cap a
+    ///   worker stops accepting, holding at most the one it accepted, until a connection
+    ///   closes); `EMFILE` and its kind back off as in the serve loop.
+    /// - `server_close` closes the workers' listeners: what is queued on one then is accepted
+    ///   and drained with the other connections, not reset; a connection the kernel queues on
+    ///   a listener that is closing is reset, as with any listener that closes.
+    /// - Any process of the same user may bind a `SO_REUSEPORT` listener to the same address
+    ///   and so take a share of the connections.
+    ///
+    /// Transports that cannot open another listener on their address
+    /// ([`Transport::worker_listener`](crate::transport::Transport::worker_listener) is
+    /// `None`: Unix sockets, the layers) ignore it, as do the other models.
+    pub worker_listeners: bool,
     /// Multiplex: the most connections open at once; at the cap the server stops accepting,
     /// so new connections wait in the listen backlog. Default `None` (no cap beyond the
     /// descriptor limit).
@@ -145,6 +176,7 @@ impl Options {
         remove_stale_socket: true,
         oob_inline: true,
         workers: None,
+        worker_listeners: false,
         max_connections: None,
         idle_timeout: None,
         max_input: 1 << 20,
@@ -187,6 +219,7 @@ setters! {
     remove_stale_socket: bool,
     oob_inline: bool,
     workers: Option<usize>,
+    worker_listeners: bool,
     max_connections: Option<usize>,
     idle_timeout: Option<Duration>,
     max_input: usize,

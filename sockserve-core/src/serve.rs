@@ -14,7 +14,7 @@ use crate::transport::Transport;
 
 /// `get_request`, with a panic in a custom transport turned into an error (which backs the
 /// loop off) instead of unwinding through the serve loop.
-fn take_request<T: Transport>(transport: &T) -> io::Result<Option<(T::Request, T::Address)>> {
+pub(crate) fn take_request<T: Transport>(transport: &T) -> io::Result<Option<(T::Request, T::Address)>> {
     match panic::catch_unwind(AssertUnwindSafe(|| transport.get_request())) {
         Ok(result) => result,
         Err(payload) => Err(io::Error::other(format!(
@@ -25,7 +25,7 @@ fn take_request<T: Transport>(transport: &T) -> io::Result<Option<(T::Request, T
 }
 
 /// How the loop reacts to a failed `get_request`.
-enum AcceptFailure {
+pub(crate) enum AcceptFailure {
     /// Interrupted: try again at once.
     Retry,
     /// The failure belongs to one connection (it was reset or aborted before accept):
@@ -38,7 +38,7 @@ enum AcceptFailure {
     Fatal,
 }
 
-fn classify(error: &io::Error) -> AcceptFailure {
+pub(crate) fn classify(error: &io::Error) -> AcceptFailure {
     if error.kind() == io::ErrorKind::Interrupted {
         return AcceptFailure::Retry;
     }
@@ -66,7 +66,7 @@ fn classify(error: &io::Error) -> AcceptFailure {
 /// Back-off while `get_request` keeps failing (EMFILE and friends): the loop sleeps
 /// 10 ms, doubling up to one second, and logs once per episode.
 #[derive(Default)]
-struct BackOff {
+pub(crate) struct BackOff {
     failures: u64,
 }
 
@@ -74,7 +74,7 @@ impl BackOff {
     const FIRST: Duration = Duration::from_millis(10);
     const MAX: Duration = Duration::from_secs(1);
 
-    fn failed(&mut self, error: &io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, error: &io::Error) -> Duration {
         if self.failures == 0 {
             log::warn!("get_request failed: {error}; backing off until it recovers");
         }
@@ -84,7 +84,7 @@ impl BackOff {
     }
 
     #[inline]
-    fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         if self.failures > 0 {
             log::info!("get_request recovered after {} failed attempts", self.failures);
             self.failures = 0;
@@ -156,6 +156,9 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
             Begin::Serve(guard) => guard,
             Begin::Pending => return Ok(()),
         };
+        if !self.is_closed() {
+            (self.steps.serving)(&self.concurrency, &self.core)?;
+        }
         let transport = &self.core.context.transport;
         let mut backoff = BackOff::default();
         let mut pace = Pace::new(transport.fileno().is_some());
@@ -218,6 +221,9 @@ impl<T: Transport, C: Concurrency, H> Server<T, C, H> {
     /// when none arrives (Python's `handle_request`). Forked children that have exited are
     /// reaped before it returns.
     pub fn handle_request(&self) -> io::Result<()> {
+        if !self.is_closed() {
+            (self.steps.serving)(&self.concurrency, &self.core)?;
+        }
         let transport = &self.core.context.transport;
         let options = &self.core.context.options;
         // A timeout too large to add to now is no timeout.

@@ -37,12 +37,17 @@ pub struct Server<T: Transport, C: Concurrency, H> {
 /// `verify_request`, then `process_request` or `shutdown_request`, for one request.
 type HandleOne<T, C, H> = fn(&C, &Arc<Pipeline<T, H>>, <T as Transport>::Request, <T as Transport>::Address);
 
+/// [`ProcessRequest::serving`] for `C`, `T` and `H`.
+type Serving<T, C, H> = fn(&C, &Arc<Pipeline<T, H>>) -> io::Result<()>;
+
 /// The handler- and mix-in-specific steps of the serve loop, taken from the bounded impl when
 /// a server is made.
 pub(crate) struct Steps<T: Transport, C, H> {
     pub(crate) handle_one: HandleOne<T, C, H>,
     pub(crate) service_actions: fn(&Pipeline<T, H>),
     pub(crate) handle_timeout: fn(&Pipeline<T, H>),
+    /// [`ProcessRequest::serving`], before a serve loop takes its first request.
+    pub(crate) serving: Serving<T, C, H>,
 }
 
 impl<T: Transport, C: Concurrency, H> fmt::Debug for Server<T, C, H> {
@@ -104,6 +109,7 @@ where
                 handle_one: Self::verify_and_process,
                 service_actions: C::run_service_actions,
                 handle_timeout: C::run_handle_timeout,
+                serving: C::serving,
             },
             closed: AtomicBool::new(false),
         })

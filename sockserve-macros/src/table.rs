@@ -429,6 +429,16 @@ pub(crate) const KEYS: &[KeyDef] = &[
         doc: "Event-loop threads, each with its own epoll instance.",
     },
     KeyDef {
+        name: "worker_listeners",
+        kind: ValueKind::Bool,
+        transports: Scope::Only(&["tcp"]),
+        concurrency: MULTIPLEX,
+        default: "false",
+        example: "true",
+        python: "none (new)",
+        doc: "Each worker also accepts on a `SO_REUSEPORT` listener of its own (implies `allow_reuse_port`); the kernel spreads connections across them and the server's listener.",
+    },
+    KeyDef {
         name: "max_connections",
         kind: ValueKind::Int {
             ty: IntType::Usize,

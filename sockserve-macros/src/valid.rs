@@ -824,6 +824,14 @@ mod tests {
     }
 
     #[test]
+    fn worker_listeners_is_for_tcp_with_multiplex_or_pooled() {
+        assert!(errors(quote!(tcp, multiplex, worker_listeners = true)).is_empty());
+        assert!(errors(quote!(tcp, pooled, worker_listeners = true, workers = 2)).is_empty());
+        assert!(error(quote!(unix_stream, multiplex, worker_listeners = true)).contains("worker_listeners"));
+        assert!(error(quote!(tcp, threading, worker_listeners = true)).contains("worker_listeners"));
+    }
+
+    #[test]
     fn order_of_words_is_free() {
         assert!(errors(quote!(threading, tcp)).is_empty());
         assert!(errors(quote!(timeout = "1s", tcp)).is_empty());

@@ -166,11 +166,12 @@ fn idle_connections() {
 }
 
 /// Out of descriptors: accept fails with EMFILE; the loop backs off (no busy loop), and the
-/// waiting clients are served once descriptors are free.
-fn out_of_descriptors() {
+/// waiting clients are served once descriptors are free. With `worker_listeners` the workers
+/// accept too, and back off as the loop does.
+fn out_of_descriptors(options: Options) {
     const LIMIT: u64 = 64;
     const PENDING: usize = 8;
-    let (server, counters) = server(Options::DEFAULT);
+    let (server, counters) = server(options.clone());
     let addr = server.server_address();
     let parked: Vec<socket2::Socket> = (0..PENDING)
         .map(|_| {
@@ -215,6 +216,14 @@ fn out_of_descriptors() {
         assert!(
             share < 0.2,
             "the loop spins while accept fails: {share:.2} of a core"
+        );
+        // One warning per episode and acceptor: the serve loop, and each worker with a
+        // listener of its own.
+        let acceptors = 1 + if options.worker_listeners { WORKERS } else { 0 };
+        let logged = harness::warnings() - warnings;
+        assert!(
+            logged <= acceptors,
+            "{logged} warnings from {acceptors} acceptors"
         );
         drop(fillers);
         for client in &mut clients {
@@ -307,7 +316,11 @@ isolated_tests! {
     }
 
     fn out_of_descriptors_multiplex() {
-        out_of_descriptors();
+        out_of_descriptors(Options::DEFAULT);
+    }
+
+    fn out_of_descriptors_multiplex_worker_listeners() {
+        out_of_descriptors(Options::DEFAULT.worker_listeners(true));
     }
 
     fn panics_multiplex() {

@@ -73,6 +73,14 @@ pub trait ProcessRequest<T: Transport, H>: Concurrency {
     fn run_handle_timeout(pipeline: &Pipeline<T, H>);
     /// Runs the handler's `service_actions`.
     fn run_service_actions(pipeline: &Pipeline<T, H>);
+    /// Runs when `serve_forever` or `handle_request` starts, before it takes a request, on
+    /// every call (so it must be cheap once done); an error is returned from that call. The
+    /// multiplex and pooled models start their workers here when each worker accepts on a
+    /// listener of its own ([`Options::worker_listeners`]). Default: nothing.
+    fn serving(&self, pipeline: &Arc<Pipeline<T, H>>) -> io::Result<()> {
+        let _ = pipeline;
+        Ok(())
+    }
 }
 
 /// The hooks of [`ProcessRequest`] for models that serve the transport's own handler kind.

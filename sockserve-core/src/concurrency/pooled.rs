@@ -119,8 +119,9 @@ pub trait MessageHandler<T: StreamTransport = crate::transport::Tcp>: Send + Syn
 /// `shutdown` stops accepting; `server_close` lets the messages in progress finish, closes the
 /// parked connections at once, and joins the pool.
 ///
-/// Options: `workers`, `max_connections`, `idle_timeout` and `max_input` as for
-/// [`Multiplex`] (they apply to parked connections); `max_threads` bounds the pool (default
+/// Options: `workers`, `worker_listeners`, `max_connections`, `idle_timeout` and `max_input`
+/// as for [`Multiplex`] (they apply to parked connections; with `worker_listeners` a
+/// worker accepts on its own listener and runs `verify_request` there); `max_threads` bounds the pool (default
 /// 1024; threads start as messages need them); `connection_timeout` bounds each read and
 /// write of a message. Stream transports without a prepare stage.
 pub struct Pooled {
@@ -194,27 +195,9 @@ where
             report(core, &client_address, &RequestError::Io(e));
             return core.shutdown_request(request);
         }
-        let driver = || {
-            let threads = Arc::new(Threads {
-                core: Arc::clone(core),
-                max: self.max_threads,
-                timeout: self.timeout,
-                state: Mutex::new(PoolState {
-                    queue: VecDeque::new(),
-                    threads: 0,
-                    idle: 0,
-                    claimed: 0,
-                }),
-                work: Condvar::new(),
-                handles: Mutex::new(Vec::new()),
-                closing: AtomicBool::new(false),
-            });
-            let _ = self.threads.set(Arc::clone(&threads) as Arc<dyn PoolClose>);
-            Ok(Arc::new(PoolDriver { threads }))
-        };
         self.mux.accept(
             core,
-            driver,
+            || Ok(self.driver(core)),
             |address, error| report(core, address, error),
             request,
             client_address,
@@ -222,13 +205,11 @@ where
     }
 
     fn verify_request(pipeline: &Pipeline<T, H>, request: &T::Request, client_address: &T::Address) -> bool {
-        match guarded(|| Ok(pipeline.handler().verify_request(request, client_address))) {
-            Ok(verdict) => verdict,
-            Err(error) => {
-                report(pipeline, client_address, &error);
-                false
-            }
-        }
+        verify(pipeline, request, client_address)
+    }
+
+    fn serving(&self, core: &Arc<Pipeline<T, H>>) -> io::Result<()> {
+        self.mux.serving_with(|| Ok(self.driver(core)))
     }
 
     fn run_handle_timeout(pipeline: &Pipeline<T, H>) {
@@ -246,6 +227,48 @@ where
             Ok(())
         }) {
             report_error(format_args!("service_actions failed: {e}"));
+        }
+    }
+}
+
+impl Pooled {
+    /// What the workers drive: the pool, made with them (once).
+    fn driver<T, H>(&self, core: &Arc<Pipeline<T, H>>) -> Arc<PoolDriver<T, H>>
+    where
+        T: StreamTransport + Send + Sync,
+        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        H: MessageHandler<T>,
+    {
+        let threads = Arc::new(Threads {
+            core: Arc::clone(core),
+            max: self.max_threads,
+            timeout: self.timeout,
+            state: Mutex::new(PoolState {
+                queue: VecDeque::new(),
+                threads: 0,
+                idle: 0,
+                claimed: 0,
+            }),
+            work: Condvar::new(),
+            handles: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+        });
+        let _ = self.threads.set(Arc::clone(&threads) as Arc<dyn PoolClose>);
+        Arc::new(PoolDriver { threads })
+    }
+}
+
+/// The handler's `verify_request`; a panic in it is a refusal, reported to `handle_error`.
+fn verify<T: StreamTransport, H: MessageHandler<T>>(
+    pipeline: &Pipeline<T, H>,
+    request: &T::Request,
+    client_address: &T::Address,
+) -> bool {
+    match guarded(|| Ok(pipeline.handler().verify_request(request, client_address))) {
+        Ok(verdict) => verdict,
+        Err(error) => {
+            report(pipeline, client_address, &error);
+            false
         }
     }
 }
@@ -307,6 +330,20 @@ where
     }
     fn shutdown_request(&self, request: T::Request) {
         self.threads.core.shutdown_request(request)
+    }
+    /// As the serve loop's way: `verify_request`, then the timeouts `process_request` sets.
+    fn accepted(&self, request: &T::Request, client_address: &T::Address) -> bool {
+        let core = &self.threads.core;
+        if !verify(core, request, client_address) {
+            return false;
+        }
+        match Connection::set_timeouts(request, Some(self.threads.timeout)) {
+            Ok(()) => true,
+            Err(e) => {
+                report(core, client_address, &RequestError::Io(e));
+                false
+            }
+        }
     }
     fn lend(&self, lent: Lent<T>) {
         Threads::submit(&self.threads, lent)

@@ -19,9 +19,15 @@ fn backlog(options: &Options) -> i32 {
     i32::try_from(options.request_queue_size).unwrap_or(i32::MAX)
 }
 
-fn bind_inet(socket: SockRef<'_>, address: SocketAddr, options: &Options) -> io::Result<SocketAddr> {
+/// `reuse_port`: set `SO_REUSEPORT` (`allow_reuse_port`, or what another option implies).
+fn bind_inet(
+    socket: SockRef<'_>,
+    address: SocketAddr,
+    options: &Options,
+    reuse_port: bool,
+) -> io::Result<SocketAddr> {
     socket.set_reuse_address(options.allow_reuse_address)?;
-    if options.allow_reuse_port {
+    if reuse_port {
         socket.set_reuse_port(true)?;
     }
     socket.bind(&address.into())?;
@@ -84,7 +90,9 @@ impl Transport for Tcp {
 
     fn server_bind(&mut self, options: &Options) -> io::Result<()> {
         if !self.adopted {
-            self.address = bind_inet(self.socket(), self.address, options)?;
+            // Workers' listeners join this one's SO_REUSEPORT group, which needs it set here.
+            let reuse_port = options.allow_reuse_port || options.worker_listeners;
+            self.address = bind_inet(self.socket(), self.address, options, reuse_port)?;
         }
         Ok(())
     }
@@ -124,6 +132,25 @@ impl Transport for Tcp {
         // Stops accepting now, even while handler threads still hold the transport; the
         // descriptor itself is closed when the last of them drops it.
         let _ = self.socket().shutdown(Shutdown::Both);
+    }
+
+    /// A listener on the same address with `SO_REUSEADDR` and `SO_REUSEPORT` (which this one
+    /// must have: set before its bind, by `allow_reuse_port` or `worker_listeners`), the same
+    /// `IPV6_V6ONLY`, backlog and `oob_inline`; non-blocking.
+    fn worker_listener(&self, options: &Options) -> Option<io::Result<Self>> {
+        let open = || {
+            let mut sibling = Tcp::open(self.address, options)?;
+            let socket = sibling.socket();
+            if self.address.is_ipv6() {
+                socket.set_only_v6(self.socket().only_v6()?)?;
+            }
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&self.address.into())?;
+            sibling.server_activate(options)?;
+            Ok(sibling)
+        };
+        Some(open())
     }
 }
 
@@ -207,7 +234,7 @@ impl Transport for Udp {
 
     fn server_bind(&mut self, options: &Options) -> io::Result<()> {
         if !self.adopted {
-            self.address = bind_inet(self.socket(), self.address, options)?;
+            self.address = bind_inet(self.socket(), self.address, options, options.allow_reuse_port)?;
         }
         Ok(())
     }

@@ -176,6 +176,19 @@ pub trait Transport: Sized + 'static {
     /// such as a Unix socket file (Python's `server_close`). Called once, by
     /// [`Server::server_close`](crate::Server::server_close).
     fn server_close(&self) {}
+    /// Another listener of the same type on this transport's (bound) address, bound and
+    /// listening, non-blocking, for one worker of a multiplex or pooled server with
+    /// [`Options::worker_listeners`]: the kernel then spreads new connections across this
+    /// listener and its siblings (`SO_REUSEPORT`). Called once per worker when the server
+    /// starts serving; the worker takes connections from it with
+    /// [`get_request`](Transport::get_request) and drops it (never calls its
+    /// `server_close`) when it stops. Default `None`: the transport has no such listener
+    /// (the option is then ignored and the serve loop accepts every connection). [`Tcp`]
+    /// opens one.
+    fn worker_listener(&self, options: &Options) -> Option<io::Result<Self>> {
+        let _ = options;
+        None
+    }
 }
 
 /// A connection a [`StreamHandler`](crate::StreamHandler) reads and writes.

@@ -5,7 +5,8 @@
 //! `process_request` hands the connection to one of `workers` event-loop threads (round
 //! robin), each with its own poller. A worker drives each connection's
 //! [`ConnectionHandler`] callbacks; an idle connection holds no thread and a few hundred
-//! bytes of user-space memory.
+//! bytes of user-space memory. With [`Options::worker_listeners`] each worker also accepts on
+//! a `SO_REUSEPORT` listener of its own (see `worker.rs`).
 
 use std::any::Any;
 use std::io;
@@ -40,6 +41,11 @@ pub(crate) trait Driver<T: Transport>: Send + Sync + 'static {
     fn report(&self, client_address: &T::Address, error: &RequestError);
     /// The server's `shutdown_request` (closes the connection).
     fn shutdown_request(&self, request: T::Request);
+    /// A connection a worker accepted on its own listener ([`Options::worker_listeners`]):
+    /// what the serve loop does before it hands one over (`verify_request`, and what the
+    /// model's `process_request` does first). `false`: refused, or failed and reported; the
+    /// worker closes it.
+    fn accepted(&self, request: &T::Request, client_address: &T::Address) -> bool;
     /// Takes a connection the handler lent ([`ConnIo::lend`]). Default: gives it back closed.
     fn lend(&self, lent: Lent<T>) {
         lent.give_back(true);
@@ -64,14 +70,20 @@ where
     fn shutdown_request(&self, request: T::Request) {
         Pipeline::shutdown_request(self, request)
     }
+    fn accepted(&self, request: &T::Request, client_address: &T::Address) -> bool {
+        Multiplex::verify(self, request, client_address)
+    }
 }
 
 /// Serves many connections per thread: `workers` event loops (epoll through `mio`), each
 /// owning the connections handed to it, driving a [`ConnectionHandler`] per connection.
 ///
 /// - `workers`: event-loop threads, default one per CPU (`available_parallelism`).
-/// - `max_connections`: at the cap the serve loop stops accepting, so new connections wait
-///   in the listen backlog, until one closes.
+/// - `worker_listeners`: each worker also accepts on a `SO_REUSEPORT` listener of its own
+///   (TCP; see [`Options::worker_listeners`]). The workers then start when the server starts
+///   serving, not with its first connection.
+/// - `max_connections`: at the cap the serve loop (and with `worker_listeners` each worker)
+///   stops accepting, so new connections wait in the listen backlog, until one closes.
 /// - `idle_timeout`: a connection with no progress (nothing read, nothing written) for this
 ///   long goes to `handle_error` ([`RequestError::TimedOut`]) and is closed.
 /// - `max_input`: the most unconsumed input a connection may hold; above it, `handle_error`
@@ -90,10 +102,15 @@ where
 pub struct Multiplex {
     workers: usize,
     max_connections: Option<usize>,
+    worker_listeners: bool,
     /// Connections handed to workers and not closed yet.
     limit: Arc<Limit>,
-    /// The workers, started with the first connection (type-erased: `Pool<T, H>`).
+    /// The workers, started with the first connection, or when serving starts with
+    /// `worker_listeners` (type-erased: `Pool<T, H>`).
     pool: OnceLock<Box<dyn PoolControl>>,
+    /// Held while the workers start, and by `server_close`: set there, so that no workers
+    /// start after it (they would never be joined).
+    closed: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Multiplex {
@@ -112,15 +129,32 @@ pub(crate) struct Limit {
     lock: Mutex<()>,
     freed: Condvar,
     cap: usize,
+    /// The workers that accept on listeners of their own: woken when the count falls below
+    /// the cap, to take up accepting again.
+    acceptors: OnceLock<Vec<Arc<handler::Mailbox>>>,
 }
 
 impl Limit {
+    /// Counts a new connection, unless the cap is reached.
+    pub(crate) fn try_acquire(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     /// A connection closed.
     pub(crate) fn release(&self) {
         let before = self.open.fetch_sub(1, Ordering::AcqRel);
         if before == self.cap {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.freed.notify_all();
+            {
+                let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.freed.notify_all();
+            }
+            for mail in self.acceptors.get().into_iter().flatten() {
+                mail.wake();
+            }
         }
     }
 }
@@ -174,6 +208,40 @@ impl Multiplex {
         self.limit.open.load(Ordering::Acquire)
     }
 
+    /// Whether each worker accepts on a listener of its own (`worker_listeners`).
+    pub fn worker_listeners(&self) -> bool {
+        self.worker_listeners
+    }
+
+    /// The workers' own listeners with `worker_listeners` (none when the transport has no
+    /// such listener, or has a prepare stage the workers do not run).
+    fn listeners<T: Transport>(&self, context: &ServerContext<T>) -> io::Result<Vec<T>> {
+        if !self.worker_listeners || T::PREPARES {
+            return Ok(Vec::new());
+        }
+        let mut listeners = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            match context.transport.worker_listener(context.options()) {
+                None => return Ok(Vec::new()),
+                Some(Ok(listener)) => listeners.push(listener),
+                Some(Err(e)) => {
+                    let hint = match e.kind() {
+                        io::ErrorKind::AddrInUse => " (the server's listener must have SO_REUSEPORT)",
+                        _ => "",
+                    };
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "worker_listeners: worker {i} could not listen on {}{hint}: {e}",
+                            context.server_address()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(listeners)
+    }
+
     fn start<T, D>(&self, core: &Arc<D>) -> io::Result<Pool<T>>
     where
         T: Transport<Kind = StreamKind> + Send + Sync,
@@ -184,22 +252,37 @@ impl Multiplex {
         let config = worker::Config {
             idle_timeout: options.idle_timeout,
             max_input: options.max_input,
+            nodelay: options.disable_nagle_algorithm,
         };
+        let mut listeners = self.listeners(core.context())?.into_iter();
         let mut workers = Vec::with_capacity(self.workers);
         let mut threads = Vec::with_capacity(self.workers);
         let pool_result = (|| {
             for i in 0..self.workers {
-                let (shared, poll) = worker::Worker::<T, D>::prepare()?;
+                let listener = listeners.next();
+                let (shared, poll) = worker::Worker::<T, D>::prepare(listener.as_ref())?;
                 let (core, limit, thread_shared) =
                     (Arc::clone(core), Arc::clone(&self.limit), Arc::clone(&shared));
                 let thread = std::thread::Builder::new()
                     .name(format!("sockserve-mux-{i}"))
-                    .spawn(move || worker::Worker::start(core, config, limit, thread_shared, poll))?;
+                    .spawn(move || {
+                        worker::Worker::start(core, config, limit, thread_shared, poll, listener)
+                    })?;
                 workers.push(shared);
                 threads.push(thread);
             }
             Ok(())
         })();
+        // Listeners of workers that did not start are closed here.
+        drop(listeners);
+        if pool_result.is_ok() && self.worker_listeners {
+            let acceptors = workers
+                .iter()
+                .filter(|w| w.accepts)
+                .map(|w| Arc::clone(&w.mail))
+                .collect();
+            let _ = self.limit.acceptors.set(acceptors);
+        }
         let pool = Pool {
             workers,
             threads: Mutex::new(threads),
@@ -224,15 +307,18 @@ impl Concurrency for Multiplex {
         Ok(Multiplex {
             workers,
             max_connections: options.max_connections,
+            worker_listeners: options.worker_listeners,
             limit: Arc::new(Limit {
                 cap: options.max_connections.unwrap_or(usize::MAX),
                 ..Limit::default()
             }),
             pool: OnceLock::new(),
+            closed: Mutex::new(false),
         })
     }
 
     fn server_close(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
         if let Some(pool) = self.pool.get() {
             pool.close();
         }
@@ -256,13 +342,11 @@ where
     }
 
     fn verify_request(pipeline: &Pipeline<T, H>, request: &T::Request, client_address: &T::Address) -> bool {
-        match guarded(|| Ok(pipeline.handler().verify_request(request, client_address))) {
-            Ok(verdict) => verdict,
-            Err(error) => {
-                Self::report(pipeline, client_address, &error);
-                false
-            }
-        }
+        Self::verify(pipeline, request, client_address)
+    }
+
+    fn serving(&self, core: &Arc<Pipeline<T, H>>) -> io::Result<()> {
+        self.serving_with(|| Ok(Arc::clone(core)))
     }
 
     fn run_handle_timeout(pipeline: &Pipeline<T, H>) {
@@ -285,6 +369,54 @@ where
 }
 
 impl Multiplex {
+    /// Starts the workers (once) with the driver `driver` makes; `Ok(false)` when
+    /// `server_close` came first (no workers then: they would never be joined).
+    fn ensure_started<T, D>(&self, driver: impl FnOnce() -> io::Result<Arc<D>>) -> io::Result<bool>
+    where
+        T: Transport<Kind = StreamKind> + Send + Sync,
+        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        D: Driver<T>,
+    {
+        if self.pool.get().is_some() {
+            return Ok(true);
+        }
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Ok(false);
+        }
+        if self.pool.get().is_none() {
+            let pool = self.start(&driver()?)?;
+            let _ = self.pool.set(Box::new(pool));
+        }
+        Ok(true)
+    }
+
+    /// [`ProcessRequest::serving`] of the models on multiplex workers: with
+    /// `worker_listeners`, the workers start now (they accept on their own listeners before
+    /// any connection reaches the serve loop); otherwise with the first connection.
+    pub(crate) fn serving_with<T, D>(&self, driver: impl FnOnce() -> io::Result<Arc<D>>) -> io::Result<()>
+    where
+        T: Transport<Kind = StreamKind> + Send + Sync,
+        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        D: Driver<T>,
+    {
+        if !self.worker_listeners || T::PREPARES {
+            return Ok(());
+        }
+        self.ensure_started(driver).map(drop)
+    }
+
+    /// Makes an accepted connection ready for a worker: non-blocking, and `TCP_NODELAY` when
+    /// `nodelay` (`disable_nagle_algorithm`).
+    pub(crate) fn ready_socket(fd: &OwnedFd, nodelay: bool) -> io::Result<()> {
+        socket2::SockRef::from(fd).set_nonblocking(true)?;
+        if nodelay {
+            // Not every stream socket is TCP: an error here only means there is no Nagle.
+            let _ = socket2::SockRef::from(fd).set_tcp_nodelay(true);
+        }
+        Ok(())
+    }
+
     /// `process_request` of the models on multiplex workers: waits at `max_connections`,
     /// starts the workers with the driver `driver` makes (at the first connection), makes the
     /// connection non-blocking and hands it to a worker, round robin. Failures go to `report`.
@@ -309,11 +441,17 @@ impl Multiplex {
             core.shutdown_request(request);
             return;
         }
-        if let Some(cap) = self.max_connections {
-            // At the cap the loop stops accepting; a shutdown lifts the wait for the connection
-            // already accepted.
+        // The connection's place under `max_connections` is taken first: with
+        // `worker_listeners` the workers take places too. At the cap the loop stops
+        // accepting; a shutdown lifts the wait for the connection already accepted (it is
+        // counted above the cap).
+        if self.max_connections.is_some() {
             let mut guard = self.limit.lock.lock().unwrap_or_else(|e| e.into_inner());
-            while self.limit.open.load(Ordering::Acquire) >= cap && !core.context().is_shutdown_requested() {
+            while !self.limit.try_acquire() {
+                if core.context().is_shutdown_requested() {
+                    self.limit.open.fetch_add(1, Ordering::AcqRel);
+                    break;
+                }
                 guard = self
                     .limit
                     .freed
@@ -321,37 +459,54 @@ impl Multiplex {
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+        } else {
+            self.limit.open.fetch_add(1, Ordering::AcqRel);
         }
-        if self.pool.get().is_none() {
-            match driver().and_then(|driver| self.start(&driver)) {
-                Ok(pool) => {
-                    let _ = self.pool.set(Box::new(pool));
-                }
-                Err(e) => {
-                    report(&client_address, &RequestError::Io(e));
-                    core.shutdown_request(request);
-                    return;
-                }
+        match self.ensure_started(driver) {
+            Ok(true) => {}
+            // Closed under the loop: the connection is closed unserved.
+            Ok(false) => {
+                self.limit.release();
+                core.shutdown_request(request);
+                return;
+            }
+            Err(e) => {
+                self.limit.release();
+                report(&client_address, &RequestError::Io(e));
+                core.shutdown_request(request);
+                return;
             }
         }
         let Some(pool) = self.pool.get().and_then(|p| p.as_any().downcast_ref::<Pool<T>>()) else {
             // One Multiplex serves one server, so the pool is always of this server's types.
+            self.limit.release();
             core.shutdown_request(request);
             return;
         };
         let fd: OwnedFd = request.into();
-        if let Err(e) = socket2::SockRef::from(&fd).set_nonblocking(true) {
+        if let Err(e) = Self::ready_socket(&fd, core.context().options().disable_nagle_algorithm) {
+            self.limit.release();
             report(&client_address, &RequestError::Io(e));
             core.shutdown_request(T::Request::from(fd));
             return;
         }
-        if core.context().options().disable_nagle_algorithm {
-            // Not every stream socket is TCP: an error here only means there is no Nagle.
-            let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
-        }
-        self.limit.open.fetch_add(1, Ordering::AcqRel);
         let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.workers.len();
         pool.workers[i].hand_over(fd, client_address);
+    }
+
+    /// The handler's `verify_request`; a panic in it is a refusal, reported to `handle_error`.
+    pub(crate) fn verify<T: Transport, H: ConnectionHandler<T>>(
+        pipeline: &Pipeline<T, H>,
+        request: &T::Request,
+        client_address: &T::Address,
+    ) -> bool {
+        match guarded(|| Ok(pipeline.handler().verify_request(request, client_address))) {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                Self::report(pipeline, client_address, &error);
+                false
+            }
+        }
     }
 
     /// The handler's `handle_error`, a panic in it logged.

@@ -1,4 +1,14 @@
-//! One event-loop thread of the multiplex model: its poller, its connections, their callbacks.
+//! One event-loop thread of the multiplex model: its poller, its connections, their callbacks,
+//! and with `worker_listeners` its own listening socket.
+//!
+//! Accepting on the worker's own listener follows the serve loop: `verify_request` (through
+//! [`Driver::accepted`]), a place under `max_connections` (at the cap the worker holds the one
+//! connection it accepted and accepts no more until a connection of the server closes and
+//! [`Limit::release`] wakes it), non-blocking and `TCP_NODELAY` as for a handed-over
+//! connection, and the serve loop's reading of accept errors: `EMFILE` and its kind back off
+//! (10 ms doubling to 1 s, logged once per episode), a connection reset before accept is
+//! skipped, an unusable listener is closed (the serve loop's listener still takes
+//! connections).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -14,10 +24,16 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::handler::{Asked, CloseReason, ConnIo, ConnectionHandler, Lent, Mailbox, Message};
 use super::{Driver, Limit, Multiplex};
 use crate::handler::{guarded, RequestError};
+use crate::serve::{classify, take_request, AcceptFailure, BackOff};
 use crate::transport::Transport;
 
 /// The waker's token; connection `i` has token `i + 1`.
 const WAKER: Token = Token(0);
+/// The token of the worker's own listener (`worker_listeners`).
+const LISTENER: Token = Token(usize::MAX);
+/// Connections taken from the worker's own listener per pass of the loop, before the
+/// connections' events are looked at again (the serve loop's batch).
+const ACCEPT_BATCH: usize = 64;
 /// Bytes read per `read` call, into a buffer shared by the worker's connections.
 const SCRATCH: usize = 64 * 1024;
 /// A connection's input or output buffer larger than this is given back once empty.
@@ -28,12 +44,16 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 pub(crate) struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_input: usize,
+    /// `disable_nagle_algorithm`, for connections accepted on the worker's own listener.
+    pub(crate) nodelay: bool,
 }
 
 /// The part of a worker the serve loop hands connections to.
 pub(crate) struct Shared<T: Transport> {
     pub(crate) mail: Arc<Mailbox>,
     incoming: Mutex<Vec<(OwnedFd, T::Address)>>,
+    /// The worker accepts on a listener of its own.
+    pub(crate) accepts: bool,
 }
 
 impl<T: Transport> Shared<T> {
@@ -94,6 +114,27 @@ enum Fate {
     Fail(RequestError),
 }
 
+/// A worker's own listening socket (`worker_listeners`).
+struct Listener<T: Transport> {
+    transport: T,
+    /// Connections may be queued: the last accept did not find the queue empty. (The poller
+    /// reports the listener when a connection arrives, not while some are queued.)
+    ready: bool,
+    /// Accepted and verified, waiting for a place under `max_connections`.
+    held: Option<(T::Request, T::Address)>,
+    backoff: BackOff,
+    /// During a back-off (`EMFILE`...): when to accept again.
+    retry_at: Option<Instant>,
+}
+
+/// What became of a turn at the worker's own listener.
+enum Accepted {
+    /// Go on accepting when there is something to accept.
+    Open,
+    /// The listener is unusable: close it.
+    Failed,
+}
+
 /// The worker: its poller, its table of connections, and the server it serves.
 pub(crate) struct Worker<T: Transport, D: Driver<T>> {
     core: Arc<D>,
@@ -107,6 +148,8 @@ pub(crate) struct Worker<T: Transport, D: Driver<T>> {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     scratch: Vec<u8>,
     next_sweep: Option<Instant>,
+    /// `None` without `worker_listeners`, and once closed.
+    listener: Option<Listener<T>>,
 }
 
 impl<T, D> Worker<T, D>
@@ -115,11 +158,19 @@ where
     T::Request: Into<OwnedFd> + From<OwnedFd>,
     D: Driver<T>,
 {
-    /// Makes a worker's poller and the part the serve loop shares; [`start`](Self::start)
-    /// runs it on its thread (connection state is not `Send`, so the worker is made there).
-    pub(crate) fn prepare() -> io::Result<(Arc<Shared<T>>, Poll)> {
+    /// Makes a worker's poller (with `listener` registered, the worker's own listener if it
+    /// has one) and the part the serve loop shares; [`start`](Self::start) runs it on its
+    /// thread (connection state is not `Send`, so the worker is made there).
+    pub(crate) fn prepare(listener: Option<&T>) -> io::Result<(Arc<Shared<T>>, Poll)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
+        if let Some(listener) = listener {
+            let fd = listener
+                .fileno()
+                .ok_or_else(|| io::Error::other("a worker's listener has no descriptor to wait on"))?;
+            poll.registry()
+                .register(&mut SourceFd(&fd.as_raw_fd()), LISTENER, Interest::READABLE)?;
+        }
         let shared = Arc::new(Shared {
             mail: Arc::new(Mailbox {
                 waker,
@@ -128,12 +179,21 @@ where
                 gone: AtomicBool::new(false),
             }),
             incoming: Mutex::new(Vec::new()),
+            accepts: listener.is_some(),
         });
         Ok((shared, poll))
     }
 
-    /// Runs a worker on the calling thread until `server_close` has drained it.
-    pub(crate) fn start(core: Arc<D>, config: Config, limit: Arc<Limit>, shared: Arc<Shared<T>>, poll: Poll) {
+    /// Runs a worker on the calling thread until `server_close` has drained it; `listener`
+    /// is the one [`prepare`](Self::prepare) registered.
+    pub(crate) fn start(
+        core: Arc<D>,
+        config: Config,
+        limit: Arc<Limit>,
+        shared: Arc<Shared<T>>,
+        poll: Poll,
+        listener: Option<T>,
+    ) {
         Worker {
             core,
             config,
@@ -146,6 +206,14 @@ where
             timers: BinaryHeap::new(),
             scratch: vec![0; SCRATCH],
             next_sweep: None,
+            listener: listener.map(|transport| Listener {
+                transport,
+                // What was queued before the registration is taken at once.
+                ready: true,
+                held: None,
+                backoff: BackOff::default(),
+                retry_at: None,
+            }),
         }
         .run()
     }
@@ -158,6 +226,7 @@ where
             let closing = self.shared.mail.closing.load(Ordering::Acquire);
             if closing && drain_deadline.is_none() {
                 drain_deadline = Some(Instant::now() + Multiplex::DRAIN_TIMEOUT);
+                self.close_listener();
                 self.begin_drain();
             }
             if closing {
@@ -166,7 +235,11 @@ where
                     break;
                 }
             }
-            let timeout = self.next_deadline(drain_deadline);
+            let timeout = if self.accept_due() {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline(drain_deadline)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("multiplex worker: poll failed: {e}");
@@ -178,6 +251,12 @@ where
             for event in events.iter() {
                 if event.token() == WAKER {
                     woken = true;
+                    continue;
+                }
+                if event.token() == LISTENER {
+                    if let Some(listener) = self.listener.as_mut() {
+                        listener.ready = true;
+                    }
                     continue;
                 }
                 let index = event.token().0 - 1;
@@ -192,6 +271,7 @@ where
                 self.take_incoming();
                 self.take_messages();
             }
+            self.accept();
             self.fire_timers();
             self.sweep_idle();
             if drain_deadline.is_some_and(|d| Instant::now() >= d) {
@@ -208,9 +288,13 @@ where
         self.take_incoming();
     }
 
-    /// How long the poller may wait: until the nearest timer, idle sweep or drain deadline.
+    /// How long the poller may wait: until the nearest timer, idle sweep, drain deadline or
+    /// the end of an accept back-off.
     fn next_deadline(&self, drain: Option<Instant>) -> Option<Duration> {
         let mut next = drain;
+        if let Some(at) = self.listener.as_ref().and_then(|l| l.retry_at) {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
         if let Some(Reverse((at, _, _))) = self.timers.peek() {
             next = Some(next.map_or(*at, |n| n.min(*at)));
         }
@@ -218,6 +302,113 @@ where
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         next.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the worker's own listener has connections to take now (so the poller must not
+    /// wait): not while one is held at `max_connections` (a release wakes the worker) nor
+    /// during a back-off (the deadline does).
+    fn accept_due(&self) -> bool {
+        self.listener
+            .as_ref()
+            .is_some_and(|l| l.ready && l.held.is_none() && l.retry_at.is_none())
+    }
+
+    /// A turn at the worker's own listener, if it has one: at most [`ACCEPT_BATCH`]
+    /// connections.
+    fn accept(&mut self) {
+        let Some(mut listener) = self.listener.take() else {
+            return;
+        };
+        match self.accept_from(&mut listener, ACCEPT_BATCH) {
+            Accepted::Open => self.listener = Some(listener),
+            // Dropped: closed, and out of the poller with it.
+            Accepted::Failed => drop(listener),
+        }
+    }
+
+    /// Takes up to `batch` connections from `listener`: the one held at the cap first, then
+    /// until its queue is empty, the cap is reached, or accept fails for want of resources.
+    fn accept_from(&mut self, listener: &mut Listener<T>, batch: usize) -> Accepted {
+        if let Some(at) = listener.retry_at {
+            if Instant::now() < at {
+                return Accepted::Open;
+            }
+            listener.retry_at = None;
+        }
+        if let Some((request, client_address)) = listener.held.take() {
+            if !self.limit.try_acquire() {
+                listener.held = Some((request, client_address));
+                return Accepted::Open;
+            }
+            self.serve_accepted(request, client_address);
+        }
+        for _ in 0..batch {
+            if !listener.ready {
+                break;
+            }
+            match take_request(&listener.transport) {
+                Ok(Some((request, client_address))) => {
+                    listener.backoff.succeeded();
+                    if !self.core.accepted(&request, &client_address) {
+                        self.core.shutdown_request(request);
+                        continue;
+                    }
+                    if !self.limit.try_acquire() {
+                        listener.held = Some((request, client_address));
+                        break;
+                    }
+                    self.serve_accepted(request, client_address);
+                }
+                Ok(None) => listener.ready = false,
+                Err(error) => match classify(&error) {
+                    AcceptFailure::Retry => {}
+                    AcceptFailure::Skip => {
+                        log::debug!("multiplex worker: skipped a failed accept: {error}");
+                    }
+                    AcceptFailure::BackOff => {
+                        listener.retry_at = Some(Instant::now() + listener.backoff.failed(&error));
+                        break;
+                    }
+                    AcceptFailure::Fatal => {
+                        log::error!(
+                            "multiplex worker: its listener failed ({error}); the server's own \
+                             listener takes the connections"
+                        );
+                        return Accepted::Failed;
+                    }
+                },
+            }
+        }
+        Accepted::Open
+    }
+
+    /// A connection from the worker's own listener, verified and counted: made ready as a
+    /// handed-over one is, then served here.
+    fn serve_accepted(&mut self, request: T::Request, client_address: T::Address) {
+        let fd: OwnedFd = request.into();
+        if let Err(e) = Multiplex::ready_socket(&fd, self.config.nodelay) {
+            self.core.report(&client_address, &RequestError::Io(e));
+            self.core.shutdown_request(T::Request::from(fd));
+            self.limit.release();
+            return;
+        }
+        self.admit(fd, client_address);
+    }
+
+    /// `server_close`: what is queued on the worker's own listener is taken (at most a
+    /// backlog's worth; then drained with the other connections rather than reset by the
+    /// close), and the listener is closed. A connection held at the cap is closed unserved.
+    fn close_listener(&mut self) {
+        let Some(mut listener) = self.listener.take() else {
+            return;
+        };
+        listener.ready = true;
+        listener.retry_at = None;
+        let backlog = self.core.context().options().request_queue_size;
+        let _ = self.accept_from(&mut listener, usize::try_from(backlog).unwrap_or(usize::MAX));
+        if let Some((request, _)) = listener.held.take() {
+            self.core.shutdown_request(request);
+        }
     }
 
     /// Registers the connections handed over since the last look and calls `connected`.
