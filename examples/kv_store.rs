@@ -42,7 +42,7 @@
 //! event loop, holding no thread. The map is shared exactly as with threads (one handler value,
 //! the map behind its `Mutex`). A message handler has no state per connection, though: `STATS`
 //! counts come from a table of [`Sessions`] keyed by the client's address, which names one
-//! connection while it is open (see there for how entries are made and dropped).
+//! connection while it is open: a session starts in `verify_request` and ends in `closed`.
 //!
 //! `--max-threads N` (threading, and the pool of `--pooled`) and `--max-children N`
 //! (`--forking`) override the caps the `#[server]` attribute declares.
@@ -53,8 +53,6 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -203,110 +201,62 @@ struct PooledKv {
 
 impl MessageHandler<Tcp> for PooledKv {
     /// Once per connection, at accept: its session starts.
-    fn verify_request(&self, request: &TcpStream, client_address: &SocketAddr) -> bool {
-        self.sessions.open(request, *client_address);
+    fn verify_request(&self, _request: &TcpStream, client_address: &SocketAddr) -> bool {
+        self.sessions.open(*client_address);
         true
     }
 
     fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<AfterMessage> {
         let client = *req.client_address;
-        let after = support::serve_line(req, |line, out| {
+        support::serve_line(req, |line, out| {
             let (reply, next) = self
                 .sessions
                 .with(client, |session| self.store.execute(session, line));
             out.write_all(reply.as_bytes())?;
             Ok(next)
-        });
-        if !matches!(after, Ok(AfterMessage::KeepOpen)) {
-            self.sessions.close(&client);
-        }
-        after
+        })
     }
 
-    /// A reset, `idle_timeout` or a failed command: the connection is closed after this.
-    fn handle_error(&self, client_address: &SocketAddr, error: &RequestError) {
+    /// Once per connection, whatever closed it (`QUIT`, end of input, a reset, `idle_timeout`,
+    /// an error): its session ends.
+    fn closed(&self, client_address: &SocketAddr) {
         self.sessions.close(client_address);
-        sockserve::log_request_error(client_address, error);
     }
 }
 
 /// The sessions of [`PooledKv`]'s open connections, by client address: what
 /// `StatefulStreamHandler::State` is for the other two servers. A message handler has no state
 /// per connection (each `handle` is one message, on whichever pool thread is free), but while a
-/// TCP connection is open its client address names it alone.
-///
-/// A session starts in `verify_request`, which runs once per connection (so a new connection
-/// from an address that was used before starts afresh), and ends when the server closes the
-/// connection: after `QUIT`, end of input or an over-long line in `handle`, or in
-/// `handle_error`. A client that closes while its connection is parked between commands ends
-/// it without a callback; that entry stays until the next sweep, which drops every entry whose
-/// descriptor no longer holds its socket. A sweep runs when the table has grown to twice what
-/// the last one left (1024 entries at least), so the table stays within twice the connections
-/// open at the last sweep, and sweeping costs a constant per connection on average.
+/// TCP connection is open its client address names it alone. A session starts in
+/// `verify_request` and ends in `closed`, each called once per connection, so the table holds
+/// exactly the open connections.
 #[derive(Default)]
 struct Sessions {
-    table: Mutex<SessionTable>,
-}
-
-#[derive(Default)]
-struct SessionTable {
-    by_client: HashMap<SocketAddr, Entry>,
-    /// Sweep for closed connections when the table reaches this size.
-    sweep_at: usize,
-}
-
-struct Entry {
-    session: Session,
-    /// The connection's descriptor and what it held when the session started.
-    fd: RawFd,
-    socket: Option<PathBuf>,
-}
-
-/// Which open file `fd` is: `/proc/self/fd/N` reads `socket:[INODE]` for a socket, the same
-/// for as long as that socket is open, another one once the descriptor is reused.
-fn open_file(fd: RawFd) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()
+    table: Mutex<HashMap<SocketAddr, Session>>,
 }
 
 impl Sessions {
-    /// The fewest entries worth a sweep.
-    const SWEEP_MIN: usize = 1024;
-
-    fn table(&self) -> MutexGuard<'_, SessionTable> {
+    fn table(&self) -> MutexGuard<'_, HashMap<SocketAddr, Session>> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A connection was accepted: a fresh session for it.
-    fn open(&self, connection: &TcpStream, client: SocketAddr) {
-        let fd = connection.as_raw_fd();
-        let entry = Entry {
-            session: Session::default(),
-            fd,
-            socket: open_file(fd),
-        };
-        let mut table = self.table();
-        table.by_client.insert(client, entry);
-        if table.by_client.len() >= table.sweep_at {
-            // Still open: the descriptor holds the same socket (unknown: kept).
-            table
-                .by_client
-                .retain(|_, e| e.socket.is_none() || open_file(e.fd) == e.socket);
-            table.sweep_at = (table.by_client.len() * 2).max(Self::SWEEP_MIN);
-        }
+    fn open(&self, client: SocketAddr) {
+        self.table().insert(client, Session::default());
     }
 
     /// Runs `f` on the session of `client` (a fresh one if it has none).
     fn with<R>(&self, client: SocketAddr, f: impl FnOnce(&mut Session) -> R) -> R {
         let mut table = self.table();
-        match table.by_client.get_mut(&client) {
-            Some(entry) => f(&mut entry.session),
+        match table.get_mut(&client) {
+            Some(session) => f(session),
             None => f(&mut Session::default()),
         }
     }
 
-    /// The connection of `client` is closing.
+    /// The connection of `client` is closed.
     fn close(&self, client: &SocketAddr) {
-        self.table().by_client.remove(client);
+        self.table().remove(client);
     }
 }
 

@@ -21,6 +21,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Seen {
     verified: AtomicUsize,
+    closed: AtomicUsize,
     messages: AtomicUsize,
     /// Messages whose first bytes were not yet all there when `handle` began.
     errors: Mutex<Vec<String>>,
@@ -62,6 +63,10 @@ impl MessageHandler<Tcp> for Lines {
     fn verify_request(&self, _request: &TcpStream, _client_address: &SocketAddr) -> bool {
         self.seen.verified.fetch_add(1, Ordering::SeqCst);
         true
+    }
+
+    fn closed(&self, _client_address: &SocketAddr) {
+        self.seen.closed.fetch_add(1, Ordering::SeqCst);
     }
 
     fn handle_error(&self, _client_address: &SocketAddr, error: &RequestError) {
@@ -384,4 +389,33 @@ fn a_unix_stream_server_is_pooled_too() {
     thread.join().unwrap().unwrap();
     server.server_close();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn closed_is_called_once_per_verified_connection_whatever_ends_it() {
+    let mut serving = Serving::start(options().idle_timeout(Some(Duration::from_millis(300))));
+    // Ends: `quit` (handle says Close), the client closing while parked, a panic, idle timeout.
+    let mut quits = serving.connect();
+    send(&mut quits, "quit\n");
+    assert_eq!(read_line(&mut quits), "bye\n");
+    let mut leaves = serving.connect();
+    send(&mut leaves, "one\n");
+    assert_eq!(read_line(&mut leaves), "one\n");
+    drop(leaves);
+    let mut panics = serving.connect();
+    send(&mut panics, "panic\n");
+    assert!(closed_by_server(&mut panics));
+    let mut idles = serving.connect();
+    send(&mut idles, "one\n");
+    assert_eq!(read_line(&mut idles), "one\n");
+    assert!(closed_by_server(&mut idles));
+    assert!(eventually(LIMIT, || serving.seen.closed.load(Ordering::SeqCst) == 4));
+    // And server_close closes a parked one.
+    let mut parked = serving.connect();
+    send(&mut parked, "one\n");
+    assert_eq!(read_line(&mut parked), "one\n");
+    serving.stop();
+    serving.server.server_close();
+    assert_eq!(serving.seen.closed.load(Ordering::SeqCst), 5);
+    assert_eq!(serving.seen.verified.load(Ordering::SeqCst), 5);
 }

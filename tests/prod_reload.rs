@@ -1,7 +1,7 @@
 //! Zero-downtime reload: SIGHUP makes a gallery server start a new process of itself, hand it
 //! the listening socket and drain. A load generator runs across three reloads and counts every
-//! failed connection and every lost or wrong reply; for a threading (`echo_tcp`), a multiplex
-//! (`echo_multiplex`) and a forking (`forking_tcp`) server. Bounded: 4 clients, at most 3,000 connections each, 60 s.
+//! failed connection and every lost or wrong reply; for a threading (`echo_tcp`), a pooled
+//! (`echo_tcp --pooled`), a multiplex (`echo_multiplex`) and a forking (`forking_tcp`) server. Bounded: 4 clients, at most 3,000 connections each, 60 s.
 
 mod examples_support;
 
@@ -52,8 +52,10 @@ fn signal(pid: u32, signal: i32) {
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
 }
 
-fn three_reloads_under_load(name: &str, expected: fn(&str, &str) -> bool) {
-    let mut server = Server::start(name, &["--bind", "127.0.0.1:0"]);
+fn three_reloads_under_load(name: &str, flags: &[&str], expected: fn(&str, &str) -> bool) {
+    let mut args = vec!["--bind", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    let mut server = Server::start(name, &args);
     let addr = server.addr.clone();
     let done = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -103,7 +105,7 @@ fn three_reloads_under_load(name: &str, expected: fn(&str, &str) -> bool) {
     let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     let total = done.load(Ordering::SeqCst);
     println!(
-        "{name}: {total} connections across 3 reloads, {} failed",
+        "{name} {flags:?}: {total} connections across 3 reloads, {} failed",
         failures.len()
     );
     // The first process drained and exited 0; the last one stops on SIGTERM.
@@ -131,17 +133,22 @@ fn three_reloads_under_load(name: &str, expected: fn(&str, &str) -> bool) {
 
 #[test]
 fn echo_tcp_three_reloads_under_load_lose_nothing() {
-    three_reloads_under_load("echo_tcp", |reply, line| reply == line);
+    three_reloads_under_load("echo_tcp", &[], |reply, line| reply == line);
+}
+
+#[test]
+fn echo_tcp_pooled_three_reloads_under_load_lose_nothing() {
+    three_reloads_under_load("echo_tcp", &["--pooled"], |reply, line| reply == line);
 }
 
 #[test]
 fn echo_multiplex_three_reloads_under_load_lose_nothing() {
-    three_reloads_under_load("echo_multiplex", |reply, line| reply == line);
+    three_reloads_under_load("echo_multiplex", &[], |reply, line| reply == line);
 }
 
 #[test]
 fn forking_tcp_three_reloads_under_load_lose_nothing() {
-    three_reloads_under_load("forking_tcp", |reply, line| {
+    three_reloads_under_load("forking_tcp", &[], |reply, line| {
         reply.starts_with("pid ") && reply.split_once(": ").is_some_and(|(_, rest)| rest == line)
     });
 }

@@ -336,6 +336,37 @@ pub(crate) fn getpid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
+/// `recv(2)` with `MSG_DONTWAIT`: a read that never blocks, whatever the socket's own mode (the
+/// multiplex workers' sockets stay blocking, so that a pooled model's thread can use them as
+/// they are, without two `fcntl` calls each way per message).
+pub(crate) fn recv_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable slice of `buf.len()` bytes for the length of the call.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// `send(2)` with `MSG_DONTWAIT` (never blocks, see [`recv_nowait`]) and `MSG_NOSIGNAL` (a
+/// closed peer is `EPIPE`, not SIGPIPE).
+pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live slice of `buf.len()` bytes for the length of the call.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// Shuts down the read side of `fd` (`shutdown(SHUT_RD)`): a read blocked on it returns end
 /// of input. Errors (the peer is gone already) are of no interest to the caller.
 pub(crate) fn shutdown_read(fd: BorrowedFd<'_>) {

@@ -3,19 +3,20 @@
 //! See [`Pooled`].
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::io::{self, BufRead, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::multiplex::{ConnIo, ConnectionHandler, Driver, Lent};
+use super::multiplex::{CloseReason, ConnIo, ConnectionHandler, Driver, Lent};
 use super::{Concurrency, Multiplex, ProcessRequest};
 use crate::context::ServerContext;
 use crate::handler::{guarded, log_request_error, report_error, RequestError, Rfile, StreamRequest, Wfile};
 use crate::options::Options;
 use crate::pipeline::Pipeline;
+use crate::sys;
 use crate::transport::{Connection, StreamTransport, Transport};
 
 /// What becomes of a connection after [`MessageHandler::handle`] has answered one message.
@@ -80,6 +81,15 @@ pub trait MessageHandler<T: StreamTransport = crate::transport::Tcp>: Send + Syn
     /// `handle_error`); that connection is then closed. Default: [`log_request_error`].
     fn handle_error(&self, client_address: &T::Address, error: &RequestError) {
         log_request_error(client_address, error)
+    }
+
+    /// A connection that `verify_request` accepted is closed, whatever the reason (the client
+    /// closed it, `handle` answered [`AfterMessage::Close`], an error, `idle_timeout`,
+    /// `server_close`): once per connection, on an event-loop thread, so it must not block.
+    /// With `verify_request` it brackets a connection, for state kept per connection (keyed
+    /// by client address). Default: nothing.
+    fn closed(&self, client_address: &T::Address) {
+        let _ = client_address;
     }
 
     /// Called by `handle_request` when no connection arrived within `timeout`. Default: nothing.
@@ -148,6 +158,11 @@ impl Pooled {
     pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
     /// How long a pool thread with nothing to do waits for work before it exits.
     pub const KEEP_IDLE: Duration = Duration::from_secs(10);
+    /// How long a pool thread that answered a message keeps its connection, waiting for the
+    /// next one, before it gives it back to be parked; not at all while other connections
+    /// wait for a thread. On a busy keep-alive connection a message then costs no hand-off
+    /// between threads (as under the threading model); an idle one is parked after this.
+    pub const LINGER: Duration = Duration::from_millis(2);
 
     /// Connections open now (parked or with a message in progress).
     pub fn open_connections(&self) -> usize {
@@ -197,7 +212,7 @@ where
         }
         self.mux.accept(
             core,
-            || Ok(self.driver(core)),
+            || self.driver(core),
             |address, error| report(core, address, error),
             request,
             client_address,
@@ -209,7 +224,7 @@ where
     }
 
     fn serving(&self, core: &Arc<Pipeline<T, H>>) -> io::Result<()> {
-        self.mux.serving_with(|| Ok(self.driver(core)))
+        self.mux.serving_with(|| self.driver(core))
     }
 
     fn run_handle_timeout(pipeline: &Pipeline<T, H>) {
@@ -233,7 +248,7 @@ where
 
 impl Pooled {
     /// What the workers drive: the pool, made with them (once).
-    fn driver<T, H>(&self, core: &Arc<Pipeline<T, H>>) -> Arc<PoolDriver<T, H>>
+    fn driver<T, H>(&self, core: &Arc<Pipeline<T, H>>) -> io::Result<Arc<PoolDriver<T, H>>>
     where
         T: StreamTransport + Send + Sync,
         T::Request: Into<OwnedFd> + From<OwnedFd>,
@@ -252,9 +267,15 @@ impl Pooled {
             work: Condvar::new(),
             handles: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
+            wake: sys::eventfd()?,
         });
         let _ = self.threads.set(Arc::clone(&threads) as Arc<dyn PoolClose>);
-        Arc::new(PoolDriver { threads })
+        Ok(Arc::new(PoolDriver {
+            lender: Lender {
+                core: Arc::clone(core),
+            },
+            threads,
+        }))
     }
 }
 
@@ -291,10 +312,25 @@ fn report<T: StreamTransport, H: MessageHandler<T>>(
 
 /// The callbacks a worker runs for a pooled server: a connection with input is lent to the
 /// pool; EOF while parked closes it (the default `read_closed`).
-struct Lender;
+struct Lender<T: Transport, H> {
+    core: Arc<Pipeline<T, H>>,
+}
 
-impl<T: Transport> ConnectionHandler<T> for Lender {
+impl<T, H> ConnectionHandler<T> for Lender<T, H>
+where
+    T: StreamTransport + Send + Sync,
+    H: MessageHandler<T>,
+{
     type Conn = ();
+
+    fn closed(&self, _conn: (), client_address: &T::Address, _reason: CloseReason) {
+        if let Err(panic) = guarded(|| {
+            self.core.handler().closed(client_address);
+            Ok(())
+        }) {
+            report(&self.core, client_address, &panic);
+        }
+    }
 
     fn connected(&self, _io: &mut ConnIo<'_, T>) -> io::Result<()> {
         Ok(())
@@ -309,6 +345,7 @@ impl<T: Transport> ConnectionHandler<T> for Lender {
 
 /// What the workers of a pooled server drive.
 struct PoolDriver<T: Transport, H> {
+    lender: Lender<T, H>,
     threads: Arc<Threads<T, H>>,
 }
 
@@ -318,9 +355,9 @@ where
     T::Request: Into<OwnedFd> + From<OwnedFd>,
     H: MessageHandler<T>,
 {
-    type Handler = Lender;
-    fn handler(&self) -> &Lender {
-        &Lender
+    type Handler = Lender<T, H>;
+    fn handler(&self) -> &Lender<T, H> {
+        &self.lender
     }
     fn context(&self) -> &ServerContext<T> {
         self.threads.core.context()
@@ -378,6 +415,9 @@ struct Threads<T: Transport, H> {
     work: Condvar,
     handles: Mutex<Vec<JoinHandle<()>>>,
     closing: AtomicBool,
+    /// Made readable when a connection waits for a thread and none can be had: threads that
+    /// linger on their connection ([`Pooled::LINGER`]) give it back and take the work.
+    wake: OwnedFd,
 }
 
 impl<T, H> PoolClose for Threads<T, H>
@@ -424,6 +464,8 @@ where
             return;
         }
         if state.threads >= this.max {
+            drop(state);
+            sys::eventfd_signal(this.wake.as_fd());
             return;
         }
         state.threads += 1;
@@ -505,22 +547,42 @@ where
             return;
         };
         let input = std::mem::take(&mut lent.input);
-        // Blocking for the handler; each read and write bounded by the timeout set at accept.
-        let blocking = socket2::SockRef::from(&fd).set_nonblocking(false);
+        // The socket is blocking (the workers use MSG_DONTWAIT), each read and write bounded
+        // by the timeout set at accept.
         let request = T::Request::from(fd);
-        let close = match blocking {
-            Ok(()) => self.messages(&request, input, &lent.client_address),
-            Err(e) => {
-                report(&self.core, &lent.client_address, &RequestError::Io(e));
-                true
-            }
-        };
+        let close = self.messages(&request, input, &lent.client_address);
         lent.socket = Some(request.into());
         lent.give_back(close);
     }
 
-    /// Runs `handle` for the message whose first bytes are `input`, and for each further one
-    /// already buffered; returns whether the connection is to be closed.
+    /// Waits up to [`Pooled::LINGER`] for input on `fd`; false at once when connections are
+    /// queued for a thread, and as soon as one is (the wake-up from `submit`).
+    fn linger(&self, fd: BorrowedFd<'_>) -> bool {
+        let deadline = Instant::now() + Pooled::LINGER;
+        loop {
+            if !self.lock().queue.is_empty() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match sys::poll_readable([Some(fd), Some(self.wake.as_fd())], Some(left)) {
+                Ok([true, _]) => return true,
+                // Woken: the queue is looked at again; a stale wake-up is cleared.
+                Ok([false, true]) => {
+                    if self.lock().queue.is_empty() {
+                        sys::eventfd_clear(self.wake.as_fd());
+                    }
+                }
+                Ok([false, false]) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Runs `handle` for the message whose first bytes are `input`, for each further one
+    /// already buffered, and for one that arrives while the thread lingers; returns whether
+    /// the connection is to be closed.
     fn messages(&self, request: &T::Request, input: Vec<u8>, client_address: &T::Address) -> bool {
         let server = self.core.context();
         let options = server.options();
@@ -537,8 +599,21 @@ where
             let flushed = req.wfile.flush().map_err(RequestError::from);
             match result.and_then(|after| flushed.map(|()| after)) {
                 Ok(AfterMessage::KeepOpen) => {
-                    if req.rfile.buffer().is_empty() || self.closing.load(Ordering::Acquire) {
+                    if self.closing.load(Ordering::Acquire) {
                         return false;
+                    }
+                    if req.rfile.buffer().is_empty() {
+                        // Park, unless the next message comes within LINGER while no other
+                        // connection waits for a thread.
+                        let next = match request.read_side() {
+                            Some(fd) => self.linger(fd),
+                            None => false,
+                        };
+                        // Its first bytes, read now (end of input or an error: the worker
+                        // sees it again, and closes).
+                        if !next || req.rfile.fill_buf().map_or(true, |b| b.is_empty()) {
+                            return false;
+                        }
                     }
                 }
                 Ok(AfterMessage::Close) => return true,

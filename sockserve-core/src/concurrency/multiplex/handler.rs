@@ -75,7 +75,6 @@ pub(crate) struct Lent<T: Transport> {
 
 impl<T: Transport> Lent<T> {
     /// Gives the connection back to its worker: to be read again (`close` false), or closed.
-    /// The socket is made non-blocking again first.
     pub(crate) fn give_back(mut self, close: bool) {
         self.send_back(close);
     }
@@ -84,7 +83,6 @@ impl<T: Transport> Lent<T> {
         let Some(socket) = self.socket.take() else {
             return;
         };
-        let close = close || socket2::SockRef::from(&socket).set_nonblocking(true).is_err();
         // A worker that has stopped drops the message, and with it (closes) the socket.
         self.mail.post(Message::Return {
             token: self.token,

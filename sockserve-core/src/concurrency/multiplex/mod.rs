@@ -197,6 +197,10 @@ impl Multiplex {
     /// How long `server_close` waits for pending output to be written before it closes the
     /// connections anyway.
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+    /// How long `server_close` waits for the first request of a connection that has sent
+    /// nothing yet (accepted just before the close: its request is on its way), to serve it
+    /// before closing; connections that have been served are closed at once.
+    pub const FIRST_MESSAGE_GRACE: Duration = Duration::from_millis(500);
 
     /// The number of event-loop threads.
     pub fn workers(&self) -> usize {
@@ -406,10 +410,11 @@ impl Multiplex {
         self.ensure_started(driver).map(drop)
     }
 
-    /// Makes an accepted connection ready for a worker: non-blocking, and `TCP_NODELAY` when
-    /// `nodelay` (`disable_nagle_algorithm`).
+    /// Makes an accepted connection ready for a worker: `TCP_NODELAY` when `nodelay`
+    /// (`disable_nagle_algorithm`).
     pub(crate) fn ready_socket(fd: &OwnedFd, nodelay: bool) -> io::Result<()> {
-        socket2::SockRef::from(fd).set_nonblocking(true)?;
+        // The socket stays blocking: the workers read and write it with MSG_DONTWAIT, and a
+        // pooled model's thread uses it as it is.
         if nodelay {
             // Not every stream socket is TCP: an error here only means there is no Nagle.
             let _ = socket2::SockRef::from(fd).set_tcp_nodelay(true);

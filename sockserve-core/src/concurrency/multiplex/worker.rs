@@ -12,7 +12,8 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io;
+use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use super::handler::{Asked, CloseReason, ConnIo, ConnectionHandler, Lent, Mailbo
 use super::{Driver, Limit, Multiplex};
 use crate::handler::{guarded, RequestError};
 use crate::serve::{classify, take_request, AcceptFailure, BackOff};
+use crate::sys;
 use crate::transport::Transport;
 
 /// The waker's token; connection `i` has token `i + 1`.
@@ -80,6 +82,10 @@ struct Conn<T: Transport, S> {
     socket: Option<socket2::Socket>,
     /// The handler asked to lend the connection; done once its queued output is written.
     lend_asked: bool,
+    /// Nothing read yet: a connection accepted just before `server_close` whose first
+    /// request is on its way. The drain waits for it (at most
+    /// [`Multiplex::FIRST_MESSAGE_GRACE`]) instead of closing it as idle.
+    fresh: bool,
     client_address: T::Address,
     /// `None` only while a callback has it out, and after `closed`.
     state: Option<S>,
@@ -148,6 +154,11 @@ pub(crate) struct Worker<T: Transport, D: Driver<T>> {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     scratch: Vec<u8>,
     next_sweep: Option<Instant>,
+    /// Set while `begin_drain` reads what has arrived: a request already sent is served,
+    /// not dropped, though the worker is closing.
+    final_read: bool,
+    /// While draining: when connections that have sent nothing yet are closed.
+    fresh_deadline: Option<Instant>,
     /// `None` without `worker_listeners`, and once closed.
     listener: Option<Listener<T>>,
 }
@@ -206,6 +217,8 @@ where
             timers: BinaryHeap::new(),
             scratch: vec![0; SCRATCH],
             next_sweep: None,
+            final_read: false,
+            fresh_deadline: None,
             listener: listener.map(|transport| Listener {
                 transport,
                 // What was queued before the registration is taken at once.
@@ -238,7 +251,10 @@ where
             let timeout = if self.accept_due() {
                 Some(Duration::ZERO)
             } else {
-                self.next_deadline(drain_deadline)
+                self.next_deadline(match (drain_deadline, self.fresh_deadline) {
+                    (Some(d), Some(f)) => Some(d.min(f)),
+                    (d, f) => d.or(f),
+                })
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -274,6 +290,17 @@ where
             self.accept();
             self.fire_timers();
             self.sweep_idle();
+            if self.fresh_deadline.is_some_and(|d| Instant::now() >= d) {
+                self.fresh_deadline = None;
+                for index in 0..self.conns.len() {
+                    if self.conns[index]
+                        .as_ref()
+                        .is_some_and(|c| c.fresh && c.socket.is_some())
+                    {
+                        self.close(index, Fate::Close(CloseReason::ServerClose));
+                    }
+                }
+            }
             if drain_deadline.is_some_and(|d| Instant::now() >= d) {
                 for index in 0..self.conns.len() {
                     // Lent ones finish their message (bounded by the borrower's timeouts).
@@ -459,6 +486,7 @@ where
         self.conns[index] = Some(Conn {
             socket: Some(socket2::Socket::from(fd)),
             lend_asked: false,
+            fresh: true,
             client_address,
             state: None,
             input: Vec::new(),
@@ -629,7 +657,7 @@ where
             return Fate::Open;
         };
         while conn.pending() > 0 {
-            match (&*socket).write(&conn.output[conn.written..]) {
+            match sys::send_nowait(socket.as_fd(), &conn.output[conn.written..]) {
                 Ok(0) => break,
                 Ok(n) => {
                     conn.written += n;
@@ -750,7 +778,7 @@ where
     /// said the client closed, or the connection was paused), a short read ends it: the socket
     /// was emptied, and the next arrival is a new edge.
     fn on_readable(&mut self, index: usize, until_blocked: bool) {
-        let closing = self.shared.mail.closing.load(Ordering::Acquire);
+        let closing = self.shared.mail.closing.load(Ordering::Acquire) && !self.final_read;
         loop {
             let Some(conn) = self.conns[index].as_mut() else {
                 return;
@@ -759,7 +787,7 @@ where
                 conn.paused = true;
                 return;
             }
-            if conn.read_closed || closing || conn.close_after_flush || conn.lend_asked {
+            if conn.read_closed || (closing && !conn.fresh) || conn.close_after_flush || conn.lend_asked {
                 return;
             }
             let Some(socket) = conn.socket.as_ref() else {
@@ -767,7 +795,7 @@ where
             };
             let from_scratch = conn.input.is_empty();
             let read = if from_scratch {
-                (&*socket).read(&mut self.scratch)
+                sys::recv_nowait(socket.as_fd(), &mut self.scratch)
             } else {
                 // Input left over from before: append to it, at most up to max_input + 1.
                 let room = (self.config.max_input + 1)
@@ -775,7 +803,7 @@ where
                     .clamp(1, SCRATCH);
                 let start = conn.input.len();
                 conn.input.resize(start + room, 0);
-                let read = (&*socket).read(&mut conn.input[start..]);
+                let read = sys::recv_nowait(socket.as_fd(), &mut conn.input[start..]);
                 let got = *read.as_ref().unwrap_or(&0);
                 conn.input.truncate(start + got);
                 read
@@ -783,6 +811,7 @@ where
             let n = match read {
                 Ok(0) => {
                     conn.read_closed = true;
+                    conn.fresh = false;
                     let fate = self.callback_with(index, Some((false, 0)), |handler, state, io, rest| {
                         if let Some(state) = state {
                             handler.read_closed(state, io, rest)?;
@@ -797,6 +826,9 @@ where
                 Err(e) => return self.close(index, Fate::Fail(RequestError::from(e))),
             };
             conn.last_progress = Instant::now();
+            // The first request of a connection the drain waited for: served, then closed.
+            let first_while_closing =
+                std::mem::take(&mut conn.fresh) && self.shared.mail.closing.load(Ordering::Acquire);
             let len = if from_scratch { n } else { conn.input.len() };
             let mut consumed = 0;
             let fate = self.callback_with(index, Some((from_scratch, len)), |handler, state, io, data| {
@@ -831,6 +863,15 @@ where
             if consumed > 0 {
                 // The handler may have stopped for its output, which the socket has taken.
                 self.redeliver_all(index);
+            }
+            if first_while_closing {
+                if let Some(conn) = self.conns[index].as_mut() {
+                    conn.close_after_flush = true;
+                    if conn.socket.is_some() && conn.pending() == 0 {
+                        return self.close(index, Fate::Close(CloseReason::ServerClose));
+                    }
+                }
+                return;
             }
             if n < SCRATCH && from_scratch && !until_blocked {
                 return;
@@ -928,9 +969,26 @@ where
     /// `DRAIN_TIMEOUT` has passed).
     fn begin_drain(&mut self) {
         for index in 0..self.conns.len() {
+            // What a client sent before the close is served (a reload or a stop must not drop
+            // a request that has arrived): read at once, as if its event had come.
+            let unread = self.conns[index]
+                .as_ref()
+                .is_some_and(|c| c.socket.is_some() && !c.close_after_flush && c.timer.is_none());
+            if unread {
+                self.final_read = true;
+                self.on_readable(index, true);
+                self.final_read = false;
+            }
             if let Some(conn) = self.conns[index].as_mut() {
                 // A connection waiting on its timer (a reply in flight) is closed after it fires.
                 if conn.timer.is_some() {
+                    continue;
+                }
+                // One whose first request has not arrived yet gets it served, or is closed at
+                // the grace's end.
+                if conn.fresh && conn.socket.is_some() {
+                    let grace = Instant::now() + Multiplex::FIRST_MESSAGE_GRACE;
+                    self.fresh_deadline = Some(self.fresh_deadline.map_or(grace, |d| d.max(grace)));
                     continue;
                 }
                 conn.close_after_flush = true;
