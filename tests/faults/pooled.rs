@@ -34,8 +34,9 @@ impl MessageHandler<Tcp> for Lines {
         if line == "panic\n" {
             panic!("pooled fault: asked to panic");
         }
-        req.wfile.write_all(b"ok\n")?;
+        // Counted before the answer goes out, so a client that has read it sees it counted.
         bump(&self.counters[OK]);
+        req.wfile.write_all(b"ok\n")?;
         Ok(AfterMessage::KeepOpen)
     }
 
