@@ -394,6 +394,10 @@ pub struct Rfile<'a, C: Connection> {
     reader: C::Reader<'a>,
     urgent: Option<UrgentHook<'a>>,
     idle: Option<IdleWatch<'a>>,
+    /// How long a read may wait in all when the socket's own read timeout is shorter (the
+    /// pooled model's: its read timeout is the linger): a read that times out waits for input
+    /// up to this long, then reads again.
+    patience: Option<Duration>,
     /// Initialised bytes; `buf.capacity()` is `rbufsize` (at least 1).
     buf: Vec<u8>,
     /// Unread bytes are `buf[pos..filled]`.
@@ -431,6 +435,7 @@ impl<'a, C: Connection> Rfile<'a, C> {
             reader: conn.reader(),
             urgent,
             idle,
+            patience: None,
             buf: Vec::with_capacity(capacity.max(1)),
             pos: 0,
             filled: 0,
@@ -448,10 +453,16 @@ impl<'a, C: Connection> Rfile<'a, C> {
             reader: conn.reader(),
             urgent: None,
             idle: None,
+            patience: None,
             buf,
             pos: 0,
             filled,
         }
+    }
+
+    /// Sets [`patience`](Rfile::patience): `None` reads with the socket's own timeout only.
+    pub(crate) fn set_patience(&mut self, patience: Option<Duration>) {
+        self.patience = patience;
     }
 
     /// The bytes read from the connection and not consumed yet (`BufReader::buffer`).
@@ -506,7 +517,17 @@ impl<'a, C: Connection> Rfile<'a, C> {
                 }
             }
         }
-        self.reader.read(buf)
+        match (self.reader.read(buf), self.patience) {
+            (Err(e), Some(patience))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                match self.conn.wait_input(Some(patience))? {
+                    Incoming::TimedOut => Err(e),
+                    Incoming::Ready | Incoming::Urgent(_) => self.reader.read(buf),
+                }
+            }
+            (read, _) => read,
+        }
     }
 }
 

@@ -4,11 +4,11 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::multiplex::{CloseReason, ConnIo, ConnectionHandler, Driver, Lent};
 use super::{Concurrency, Multiplex, ProcessRequest};
@@ -16,7 +16,6 @@ use crate::context::ServerContext;
 use crate::handler::{guarded, log_request_error, report_error, RequestError, Rfile, StreamRequest, Wfile};
 use crate::options::Options;
 use crate::pipeline::Pipeline;
-use crate::sys;
 use crate::transport::{Connection, StreamTransport, Transport};
 
 /// What becomes of a connection after [`MessageHandler::handle`] has answered one message.
@@ -160,9 +159,10 @@ impl Pooled {
     pub const KEEP_IDLE: Duration = Duration::from_secs(10);
     /// How long a pool thread that answered a message keeps its connection, waiting for the
     /// next one, before it gives it back to be parked; not at all while other connections
-    /// wait for a thread. On a busy keep-alive connection a message then costs no hand-off
-    /// between threads (as under the threading model); an idle one is parked after this.
-    pub const LINGER: Duration = Duration::from_millis(2);
+    /// wait for a thread or the pool is at `max_threads`. On a busy keep-alive connection a
+    /// message then costs no hand-off between threads (as under the threading model); an idle
+    /// one is parked after this.
+    pub const LINGER: Duration = Duration::from_millis(20);
 
     /// Connections open now (parked or with a message in progress).
     pub fn open_connections(&self) -> usize {
@@ -206,7 +206,7 @@ where
 {
     fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
         // Kept by the socket across the times it is lent (set once, not per message).
-        if let Err(e) = Connection::set_timeouts(&request, Some(self.timeout)) {
+        if let Err(e) = pool_timeouts(&request, self.timeout) {
             report(core, &client_address, &RequestError::Io(e));
             return core.shutdown_request(request);
         }
@@ -267,7 +267,8 @@ impl Pooled {
             work: Condvar::new(),
             handles: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
-            wake: sys::eventfd()?,
+            queued: AtomicUsize::new(0),
+            alive: AtomicUsize::new(0),
         });
         let _ = self.threads.set(Arc::clone(&threads) as Arc<dyn PoolClose>);
         Ok(Arc::new(PoolDriver {
@@ -277,6 +278,17 @@ impl Pooled {
             threads,
         }))
     }
+}
+
+/// The socket timeouts of a pooled connection: writes bounded by `timeout`; reads by
+/// [`Pooled::LINGER`], which is how long a pool thread waits for a next message (a read within
+/// a message waits up to `timeout` in all: `rfile`'s patience).
+fn pool_timeouts<C: Connection>(request: &C, timeout: Duration) -> io::Result<()> {
+    request.set_timeouts(Some(timeout))?;
+    if let Some(fd) = request.read_side() {
+        socket2::SockRef::from(&fd).set_read_timeout(Some(Pooled::LINGER))?;
+    }
+    Ok(())
 }
 
 /// The handler's `verify_request`; a panic in it is a refusal, reported to `handle_error`.
@@ -374,7 +386,7 @@ where
         if !verify(core, request, client_address) {
             return false;
         }
-        match Connection::set_timeouts(request, Some(self.threads.timeout)) {
+        match pool_timeouts(request, self.threads.timeout) {
             Ok(()) => true,
             Err(e) => {
                 report(core, client_address, &RequestError::Io(e));
@@ -415,9 +427,10 @@ struct Threads<T: Transport, H> {
     work: Condvar,
     handles: Mutex<Vec<JoinHandle<()>>>,
     closing: AtomicBool,
-    /// Made readable when a connection waits for a thread and none can be had: threads that
-    /// linger on their connection ([`Pooled::LINGER`]) give it back and take the work.
-    wake: OwnedFd,
+    /// The queue's length, read without the lock by lingering threads (one look per message).
+    queued: AtomicUsize,
+    /// `threads` of the state, read without the lock by lingering threads.
+    alive: AtomicUsize,
 }
 
 impl<T, H> PoolClose for Threads<T, H>
@@ -456,6 +469,7 @@ where
     fn submit(this: &Arc<Self>, lent: Lent<T>) {
         let mut state = this.lock();
         state.queue.push_back(lent);
+        this.queued.store(state.queue.len(), Ordering::Release);
         if state.idle > 0 {
             state.idle -= 1;
             state.claimed += 1;
@@ -464,11 +478,10 @@ where
             return;
         }
         if state.threads >= this.max {
-            drop(state);
-            sys::eventfd_signal(this.wake.as_fd());
             return;
         }
         state.threads += 1;
+        this.alive.store(state.threads, Ordering::Release);
         drop(state);
         let pool = Arc::clone(this);
         let spawned = std::thread::Builder::new()
@@ -483,10 +496,14 @@ where
             Err(e) => {
                 let mut state = this.lock();
                 state.threads -= 1;
+                this.alive.store(state.threads, Ordering::Release);
                 // With no thread at all the queued connections would wait forever: they are
                 // given back to be closed, and the server is told why.
                 let orphans: Vec<Lent<T>> = match state.threads {
-                    0 => state.queue.drain(..).collect(),
+                    0 => {
+                        this.queued.store(0, Ordering::Release);
+                        state.queue.drain(..).collect()
+                    }
                     _ => Vec::new(),
                 };
                 drop(state);
@@ -510,6 +527,7 @@ where
                 let mut state = self.lock();
                 loop {
                     if let Some(lent) = state.queue.pop_front() {
+                        self.queued.store(state.queue.len(), Ordering::Release);
                         break Some(lent);
                     }
                     if self.closing.load(Ordering::Acquire) {
@@ -534,7 +552,9 @@ where
             match lent {
                 Some(lent) => self.serve(lent),
                 None => {
-                    self.lock().threads -= 1;
+                    let mut state = self.lock();
+                    state.threads -= 1;
+                    self.alive.store(state.threads, Ordering::Release);
                     return;
                 }
             }
@@ -555,29 +575,11 @@ where
         lent.give_back(close);
     }
 
-    /// Waits up to [`Pooled::LINGER`] for input on `fd`; false at once when connections are
-    /// queued for a thread, and as soon as one is (the wake-up from `submit`).
-    fn linger(&self, fd: BorrowedFd<'_>) -> bool {
-        let deadline = Instant::now() + Pooled::LINGER;
-        loop {
-            if !self.lock().queue.is_empty() {
-                return false;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match sys::poll_readable([Some(fd), Some(self.wake.as_fd())], Some(left)) {
-                Ok([true, _]) => return true,
-                // Woken: the queue is looked at again; a stale wake-up is cleared.
-                Ok([false, true]) => {
-                    if self.lock().queue.is_empty() {
-                        sys::eventfd_clear(self.wake.as_fd());
-                    }
-                }
-                Ok([false, false]) | Err(_) => return false,
-            }
-        }
+    /// Whether a thread that answered a message may wait for its connection's next one: not
+    /// while connections are queued for a thread, nor when the pool has all its threads (a
+    /// connection queued meanwhile waits at most [`Pooled::LINGER`] for one).
+    fn may_linger(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0 && self.alive.load(Ordering::Acquire) < self.max
     }
 
     /// Runs `handle` for the message whose first bytes are `input`, for each further one
@@ -587,8 +589,12 @@ where
         let server = self.core.context();
         let options = server.options();
         let handler = self.core.handler();
+        let mut rfile = Rfile::with_input(request, options.rbufsize, input);
+        // The socket's read timeout is LINGER: a read within a message waits up to the
+        // timeout in all.
+        rfile.set_patience(Some(self.timeout));
         let mut req = StreamRequest {
-            rfile: Rfile::with_input(request, options.rbufsize, input),
+            rfile,
             wfile: Wfile::new(request, options.wbufsize),
             request,
             client_address,
@@ -603,15 +609,16 @@ where
                         return false;
                     }
                     if req.rfile.buffer().is_empty() {
-                        // Park, unless the next message comes within LINGER while no other
-                        // connection waits for a thread.
-                        let next = match request.read_side() {
-                            Some(fd) => self.linger(fd),
-                            None => false,
-                        };
-                        // Its first bytes, read now (end of input or an error: the worker
-                        // sees it again, and closes).
-                        if !next || req.rfile.fill_buf().map_or(true, |b| b.is_empty()) {
+                        // Park, unless the next message comes within LINGER (the socket's read
+                        // timeout) while no other connection waits for a thread. End of input
+                        // or an error: the worker sees it again, and closes.
+                        if !self.may_linger() {
+                            return false;
+                        }
+                        req.rfile.set_patience(None);
+                        let next = req.rfile.fill_buf().is_ok_and(|b| !b.is_empty());
+                        req.rfile.set_patience(Some(self.timeout));
+                        if !next {
                             return false;
                         }
                     }

@@ -626,6 +626,12 @@ where
             return;
         };
         conn.lend_asked = false;
+        // Out of the poller while lent: its borrower reads it, and every message it gets would
+        // otherwise wake this worker for nothing. Registered again when it comes back.
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&socket.as_raw_fd()));
         let lent = Lent {
             socket: Some(OwnedFd::from(socket)),
             input: std::mem::take(&mut conn.input),
@@ -648,8 +654,16 @@ where
         if conn.generation != generation || conn.socket.is_some() {
             return drop(socket);
         }
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&socket.as_raw_fd()),
+            Token(index + 1),
+            Interest::READABLE | Interest::WRITABLE,
+        );
         conn.socket = Some(socket2::Socket::from(socket));
         conn.last_progress = Instant::now();
+        if let Err(e) = registered {
+            return self.close(index, Fate::Fail(RequestError::Io(e)));
+        }
         if close || self.shared.mail.closing.load(Ordering::Acquire) {
             conn.close_after_flush = true;
             if conn.pending() == 0 {
