@@ -394,10 +394,10 @@ pub struct Rfile<'a, C: Connection> {
     reader: C::Reader<'a>,
     urgent: Option<UrgentHook<'a>>,
     idle: Option<IdleWatch<'a>>,
-    /// How long a read may wait in all when the socket's own read timeout is shorter (the
-    /// pooled model's: its read timeout is the linger): a read that times out waits for input
-    /// up to this long, then reads again.
-    patience: Option<Duration>,
+    /// `(short, total)`: while the socket's read timeout is `short` (the pooled model's
+    /// linger), a read that times out waits for input up to `total`, then reads again. A
+    /// timeout the handler set itself (any other value) is the handler's, and is returned.
+    patience: Option<(Duration, Duration)>,
     /// Initialised bytes; `buf.capacity()` is `rbufsize` (at least 1).
     buf: Vec<u8>,
     /// Unread bytes are `buf[pos..filled]`.
@@ -461,7 +461,7 @@ impl<'a, C: Connection> Rfile<'a, C> {
     }
 
     /// Sets [`patience`](Rfile::patience): `None` reads with the socket's own timeout only.
-    pub(crate) fn set_patience(&mut self, patience: Option<Duration>) {
+    pub(crate) fn set_patience(&mut self, patience: Option<(Duration, Duration)>) {
         self.patience = patience;
     }
 
@@ -518,16 +518,28 @@ impl<'a, C: Connection> Rfile<'a, C> {
             }
         }
         match (self.reader.read(buf), self.patience) {
-            (Err(e), Some(patience))
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            (Err(e), Some((short, total)))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+                    && self.read_timeout_is(short) =>
             {
-                match self.conn.wait_input(Some(patience))? {
+                match self.conn.wait_input(Some(total))? {
                     Incoming::TimedOut => Err(e),
                     Incoming::Ready | Incoming::Urgent(_) => self.reader.read(buf),
                 }
             }
             (read, _) => read,
         }
+    }
+
+    /// Whether the socket's read timeout is still `short` (to the kernel's clock tick), not
+    /// one the handler set.
+    fn read_timeout_is(&self, short: Duration) -> bool {
+        let Some(fd) = self.conn.read_side() else {
+            return false;
+        };
+        socket2::SockRef::from(&fd)
+            .read_timeout()
+            .is_ok_and(|t| t.is_some_and(|t| t.abs_diff(short) <= Duration::from_millis(4)))
     }
 }
 

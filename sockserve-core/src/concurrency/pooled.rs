@@ -122,7 +122,9 @@ pub trait MessageHandler<T: StreamTransport = crate::transport::Tcp>: Send + Syn
 ///    `connection_timeout` (or [`Pooled::MESSAGE_TIMEOUT`] when that is unset).
 /// 4. `handle` answers [`AfterMessage::KeepOpen`] or [`AfterMessage::Close`]. While bytes of
 ///    further (pipelined) messages are already buffered, `handle` runs again on the same
-///    thread; then the connection goes back to its worker and is parked again.
+///    thread. Then the thread keeps the connection for up to [`Pooled::LINGER`] in case its
+///    next message comes soon (not while other connections wait for a thread); after that the
+///    connection goes back to its worker and is parked again.
 ///
 /// An error or panic in `handle` goes to `handle_error` and closes that connection only.
 /// `shutdown` stops accepting; `server_close` lets the messages in progress finish, closes the
@@ -592,7 +594,7 @@ where
         let mut rfile = Rfile::with_input(request, options.rbufsize, input);
         // The socket's read timeout is LINGER: a read within a message waits up to the
         // timeout in all.
-        rfile.set_patience(Some(self.timeout));
+        rfile.set_patience(Some((Pooled::LINGER, self.timeout)));
         let mut req = StreamRequest {
             rfile,
             wfile: Wfile::new(request, options.wbufsize),
@@ -617,7 +619,7 @@ where
                         }
                         req.rfile.set_patience(None);
                         let next = req.rfile.fill_buf().is_ok_and(|b| !b.is_empty());
-                        req.rfile.set_patience(Some(self.timeout));
+                        req.rfile.set_patience(Some((Pooled::LINGER, self.timeout)));
                         if !next {
                             return false;
                         }
