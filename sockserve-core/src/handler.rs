@@ -154,6 +154,46 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
+/// Runs a handler hook that reports to nobody (`handle_timeout`, `service_actions`): a panic in
+/// it is logged as `{what} failed`, not spread.
+pub(crate) fn run_hook(what: &str, hook: impl FnOnce()) {
+    if let Err(e) = guarded(|| {
+        hook();
+        Ok(())
+    }) {
+        report_error(format_args!("{what} failed: {e}"));
+    }
+}
+
+/// Runs a handler's `handle_error` for `error` (`handle_error` is the call); a panic in it is
+/// logged with the error it was reporting.
+pub(crate) fn run_handle_error(
+    client_address: &dyn fmt::Display,
+    error: &RequestError,
+    handle_error: impl FnOnce(),
+) {
+    if let Err(panic) = guarded(|| {
+        handle_error();
+        Ok(())
+    }) {
+        report_error(format_args!(
+            "handle_error for {client_address} failed: {panic} (while reporting: {error})"
+        ));
+    }
+}
+
+/// Runs a handler's `verify_request` (`verify` is the call); a panic in it is a refusal, handed
+/// to `report` (the handler's `handle_error`).
+pub(crate) fn run_verify(verify: impl FnOnce() -> bool, report: impl FnOnce(&RequestError)) -> bool {
+    match guarded(|| Ok(verify())) {
+        Ok(verdict) => verdict,
+        Err(error) => {
+            report(&error);
+            false
+        }
+    }
+}
+
 /// Runs `f`, turning an error or a panic into a [`RequestError`].
 pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, RequestError>) -> Result<R, RequestError> {
     match panic::catch_unwind(AssertUnwindSafe(f)) {

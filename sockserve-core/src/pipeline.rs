@@ -3,7 +3,7 @@
 //! process a request: in the serving thread, a handler thread or a forked child.
 
 use crate::context::ServerContext;
-use crate::handler::{guarded, report_error, Dispatch, RequestError};
+use crate::handler::{guarded, run_handle_error, run_hook, run_verify, Dispatch, RequestError};
 use crate::transport::Transport;
 
 /// The part of a server that request processing needs: transport, options, handler. The
@@ -44,13 +44,10 @@ where
     /// Python's `verify_request`: asks the handler. A panic counts as a refusal and is
     /// reported to `handle_error`.
     pub fn verify_request(&self, request: &T::Request, client_address: &T::Address) -> bool {
-        match guarded(|| Ok(T::Kind::verify_request(&self.handler, request, client_address))) {
-            Ok(verdict) => verdict,
-            Err(error) => {
-                self.handle_error(client_address, &error);
-                false
-            }
-        }
+        run_verify(
+            || T::Kind::verify_request(&self.handler, request, client_address),
+            |error| self.handle_error(client_address, error),
+        )
     }
 
     /// Python's `finish_request`: runs the handler's setup, handle and finish for one request.
@@ -64,14 +61,9 @@ where
 
     /// Python's `handle_error`: asks the handler. A panic inside it is logged, not spread.
     pub fn handle_error(&self, client_address: &T::Address, error: &RequestError) {
-        if let Err(panic) = guarded(|| {
-            T::Kind::handle_error(&self.handler, client_address, error);
-            Ok(())
-        }) {
-            report_error(format_args!(
-                "handle_error for {client_address} failed: {panic} (while reporting: {error})"
-            ));
-        }
+        run_handle_error(client_address, error, || {
+            T::Kind::handle_error(&self.handler, client_address, error)
+        })
     }
 
     /// Serves one request where the caller stands (Python's synchronous `process_request`):
@@ -115,15 +107,5 @@ where
         run_hook("service_actions", || {
             T::Kind::service_actions(&self.handler, &self.context)
         });
-    }
-}
-
-/// Runs a handler hook that reports to nobody: a panic in it is logged, not spread.
-fn run_hook(name: &str, hook: impl FnOnce()) {
-    if let Err(e) = guarded(|| {
-        hook();
-        Ok(())
-    }) {
-        report_error(format_args!("{name} failed: {e}"));
     }
 }

@@ -13,7 +13,10 @@ use std::time::Duration;
 use super::multiplex::{CloseReason, ConnIo, ConnectionHandler, Driver, Lent};
 use super::{Concurrency, Multiplex, ProcessRequest};
 use crate::context::ServerContext;
-use crate::handler::{guarded, log_request_error, report_error, RequestError, Rfile, StreamRequest, Wfile};
+use crate::handler::{
+    guarded, log_request_error, report_error, run_handle_error, run_hook, run_verify, RequestError, Rfile,
+    StreamRequest, Wfile,
+};
 use crate::options::Options;
 use crate::pipeline::Pipeline;
 use crate::transport::{Connection, StreamTransport, Transport};
@@ -230,21 +233,15 @@ where
     }
 
     fn run_handle_timeout(pipeline: &Pipeline<T, H>) {
-        if let Err(e) = guarded(|| {
-            pipeline.handler().handle_timeout(pipeline.context());
-            Ok(())
-        }) {
-            report_error(format_args!("handle_timeout failed: {e}"));
-        }
+        run_hook("handle_timeout", || {
+            pipeline.handler().handle_timeout(pipeline.context())
+        })
     }
 
     fn run_service_actions(pipeline: &Pipeline<T, H>) {
-        if let Err(e) = guarded(|| {
-            pipeline.handler().service_actions(pipeline.context());
-            Ok(())
-        }) {
-            report_error(format_args!("service_actions failed: {e}"));
-        }
+        run_hook("service_actions", || {
+            pipeline.handler().service_actions(pipeline.context())
+        })
     }
 }
 
@@ -299,13 +296,10 @@ fn verify<T: StreamTransport, H: MessageHandler<T>>(
     request: &T::Request,
     client_address: &T::Address,
 ) -> bool {
-    match guarded(|| Ok(pipeline.handler().verify_request(request, client_address))) {
-        Ok(verdict) => verdict,
-        Err(error) => {
-            report(pipeline, client_address, &error);
-            false
-        }
-    }
+    run_verify(
+        || pipeline.handler().verify_request(request, client_address),
+        |error| report(pipeline, client_address, error),
+    )
 }
 
 /// The handler's `handle_error`, a panic in it logged.
@@ -314,14 +308,9 @@ fn report<T: StreamTransport, H: MessageHandler<T>>(
     client_address: &T::Address,
     error: &RequestError,
 ) {
-    if let Err(panic) = guarded(|| {
-        pipeline.handler().handle_error(client_address, error);
-        Ok(())
-    }) {
-        report_error(format_args!(
-            "handle_error for {client_address} failed: {panic} (while reporting: {error})"
-        ));
-    }
+    run_handle_error(client_address, error, || {
+        pipeline.handler().handle_error(client_address, error)
+    })
 }
 
 /// The callbacks a worker runs for a pooled server: a connection with input is lent to the

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::{Concurrency, ProcessRequest};
 use crate::context::ServerContext;
-use crate::handler::{guarded, report_error, RequestError};
+use crate::handler::{report_error, run_handle_error, run_hook, run_verify, RequestError};
 use crate::options::Options;
 use crate::pipeline::Pipeline;
 use crate::transport::{StreamKind, Transport};
@@ -354,21 +354,15 @@ where
     }
 
     fn run_handle_timeout(pipeline: &Pipeline<T, H>) {
-        if let Err(e) = guarded(|| {
-            pipeline.handler().handle_timeout(pipeline.context());
-            Ok(())
-        }) {
-            report_error(format_args!("handle_timeout failed: {e}"));
-        }
+        run_hook("handle_timeout", || {
+            pipeline.handler().handle_timeout(pipeline.context())
+        })
     }
 
     fn run_service_actions(pipeline: &Pipeline<T, H>) {
-        if let Err(e) = guarded(|| {
-            pipeline.handler().service_actions(pipeline.context());
-            Ok(())
-        }) {
-            report_error(format_args!("service_actions failed: {e}"));
-        }
+        run_hook("service_actions", || {
+            pipeline.handler().service_actions(pipeline.context())
+        })
     }
 }
 
@@ -505,13 +499,10 @@ impl Multiplex {
         request: &T::Request,
         client_address: &T::Address,
     ) -> bool {
-        match guarded(|| Ok(pipeline.handler().verify_request(request, client_address))) {
-            Ok(verdict) => verdict,
-            Err(error) => {
-                Self::report(pipeline, client_address, &error);
-                false
-            }
-        }
+        run_verify(
+            || pipeline.handler().verify_request(request, client_address),
+            |error| Self::report(pipeline, client_address, error),
+        )
     }
 
     /// The handler's `handle_error`, a panic in it logged.
@@ -520,13 +511,8 @@ impl Multiplex {
         client_address: &T::Address,
         error: &RequestError,
     ) {
-        if let Err(panic) = guarded(|| {
-            pipeline.handler().handle_error(client_address, error);
-            Ok(())
-        }) {
-            report_error(format_args!(
-                "handle_error for {client_address} failed: {panic} (while reporting: {error})"
-            ));
-        }
+        run_handle_error(client_address, error, || {
+            pipeline.handler().handle_error(client_address, error)
+        })
     }
 }
