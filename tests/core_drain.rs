@@ -2,6 +2,8 @@
 //! sent before the close, not yet read because the worker was busy, is answered before the
 //! connection closes (a reload or a stop must not drop it).
 
+mod util;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -91,10 +93,10 @@ fn a_connection_whose_first_request_is_on_its_way_is_served_by_the_drain() {
     assert_eq!(ask(&mut served, "hi\n"), "hi\n");
     // Accepted and on the worker, nothing sent yet.
     let mut fresh = connect(address);
-    let deadline = std::time::Instant::now() + LIMIT;
-    while server.concurrency().open_connections() < 2 && std::time::Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
+    assert!(util::eventually(LIMIT, || server
+        .concurrency()
+        .open_connections()
+        == 2));
     server.shutdown();
     thread.join().unwrap().unwrap();
     let closing = Arc::clone(&server);

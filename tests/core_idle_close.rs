@@ -2,6 +2,8 @@
 //! for its next request end at once; requests in flight finish; the first request of a new
 //! connection is still read.
 
+mod util;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockserve::prelude::*;
+use util::eventually;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -53,17 +56,6 @@ fn ended(client: &mut BufReader<TcpStream>) -> bool {
     client.read_to_end(&mut rest).is_ok() && rest.is_empty()
 }
 
-fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + LIMIT;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    condition()
-}
-
 #[test]
 fn idle_keep_alive_connections_end_and_requests_in_flight_finish() {
     let finished = Arc::new(AtomicUsize::new(0));
@@ -88,7 +80,7 @@ fn idle_keep_alive_connections_end_and_requests_in_flight_finish() {
     busy.get_mut().write_all(b"second, half").unwrap();
     // One connected without a request yet.
     let mut fresh = connect(&server);
-    assert!(eventually(|| server.concurrency().active_threads() == 12));
+    assert!(eventually(LIMIT, || server.concurrency().active_threads() == 12));
 
     let started = Instant::now();
     server.close_idle_connections();
@@ -96,7 +88,7 @@ fn idle_keep_alive_connections_end_and_requests_in_flight_finish() {
         assert!(ended(client), "an idle connection was not ended");
     }
     assert!(started.elapsed() < LIMIT);
-    assert!(eventually(|| finished.load(Ordering::SeqCst) == 10));
+    assert!(eventually(LIMIT, || finished.load(Ordering::SeqCst) == 10));
 
     // The request in flight finishes and is answered, then its connection ends (idle again).
     assert_eq!(ask(&mut busy, " and the rest\n"), "second, half and the rest\n");
@@ -104,7 +96,7 @@ fn idle_keep_alive_connections_end_and_requests_in_flight_finish() {
     // A connection's first request is still read and answered.
     assert_eq!(ask(&mut fresh, "first request\n"), "first request\n");
     assert!(ended(&mut fresh));
-    assert!(eventually(|| finished.load(Ordering::SeqCst) == 12));
+    assert!(eventually(LIMIT, || finished.load(Ordering::SeqCst) == 12));
 
     server.shutdown();
     thread.join().unwrap().unwrap();

@@ -3,6 +3,8 @@
 //! split messages, timeouts, panics, `verify_request` once per connection, and the drain of
 //! `server_close`.
 
+mod util;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +16,7 @@ use sockserve::concurrency::{AfterMessage, MessageHandler};
 use sockserve::prelude::*;
 use sockserve::transport::Tcp;
 use sockserve::RequestError;
+use util::eventually;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -153,17 +156,6 @@ fn closed_by_server(client: &mut BufReader<TcpStream>) -> bool {
         Ok(_) => rest.is_empty(),
         Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
     }
-}
-
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    condition()
 }
 
 #[test]
