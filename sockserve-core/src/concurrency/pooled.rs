@@ -217,7 +217,7 @@ where
         }
         self.mux.accept(
             core,
-            || self.driver(core),
+            || Ok(self.driver(core)),
             |address, error| report(core, address, error),
             request,
             client_address,
@@ -229,7 +229,7 @@ where
     }
 
     fn serving(&self, core: &Arc<Pipeline<T, H>>) -> io::Result<()> {
-        self.mux.serving_with(|| self.driver(core))
+        self.mux.serving_with(|| Ok(self.driver(core)))
     }
 
     fn run_handle_timeout(pipeline: &Pipeline<T, H>) {
@@ -247,7 +247,7 @@ where
 
 impl Pooled {
     /// What the workers drive: the pool, made with them (once).
-    fn driver<T, H>(&self, core: &Arc<Pipeline<T, H>>) -> io::Result<Arc<PoolDriver<T, H>>>
+    fn driver<T, H>(&self, core: &Arc<Pipeline<T, H>>) -> Arc<PoolDriver<T, H>>
     where
         T: StreamTransport + Send + Sync,
         T::Request: Into<OwnedFd> + From<OwnedFd>,
@@ -270,12 +270,12 @@ impl Pooled {
             alive: AtomicUsize::new(0),
         });
         let _ = self.threads.set(Arc::clone(&threads) as Arc<dyn PoolClose>);
-        Ok(Arc::new(PoolDriver {
+        Arc::new(PoolDriver {
             lender: Lender {
                 core: Arc::clone(core),
             },
             threads,
-        }))
+        })
     }
 }
 
