@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -137,7 +137,8 @@ pub trait MessageHandler<T: StreamTransport = crate::transport::Tcp>: Send + Syn
 /// as for [`Multiplex`] (they apply to parked connections; with `worker_listeners` a
 /// worker accepts on its own listener and runs `verify_request` there); `max_threads` bounds the pool (default
 /// 1024; threads start as messages need them); `connection_timeout` bounds each read and
-/// write of a message. Stream transports without a prepare stage.
+/// write of a message. A transport with a prepare stage ([`Tls`](crate::transport::Tls)) runs
+/// it on the worker without blocking, as for [`Multiplex`]; `verify_request` follows it.
 pub struct Pooled {
     mux: Multiplex,
     max_threads: usize,
@@ -206,7 +207,7 @@ impl Concurrency for Pooled {
 impl<T, H> ProcessRequest<T, H> for Pooled
 where
     T: StreamTransport + Send + Sync,
-    T::Request: Into<OwnedFd> + From<OwnedFd>,
+    T::Request: AsFd,
     H: MessageHandler<T>,
 {
     fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
@@ -250,7 +251,7 @@ impl Pooled {
     fn driver<T, H>(&self, core: &Arc<Pipeline<T, H>>) -> Arc<PoolDriver<T, H>>
     where
         T: StreamTransport + Send + Sync,
-        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        T::Request: AsFd,
         H: MessageHandler<T>,
     {
         let threads = Arc::new(Threads {
@@ -355,7 +356,7 @@ struct PoolDriver<T: Transport, H> {
 impl<T, H> Driver<T> for PoolDriver<T, H>
 where
     T: StreamTransport + Send + Sync,
-    T::Request: Into<OwnedFd> + From<OwnedFd>,
+    T::Request: AsFd,
     H: MessageHandler<T>,
 {
     type Handler = Lender<T, H>;
@@ -427,7 +428,7 @@ struct Threads<T: Transport, H> {
 impl<T, H> PoolClose for Threads<T, H>
 where
     T: StreamTransport + Send + Sync,
-    T::Request: Into<OwnedFd> + From<OwnedFd>,
+    T::Request: AsFd,
     H: MessageHandler<T>,
 {
     fn closing(&self) {
@@ -448,7 +449,7 @@ where
 impl<T, H> Threads<T, H>
 where
     T: StreamTransport + Send + Sync,
-    T::Request: Into<OwnedFd> + From<OwnedFd>,
+    T::Request: AsFd,
     H: MessageHandler<T>,
 {
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState<T>> {
@@ -554,15 +555,14 @@ where
 
     /// Serves the messages of one lent connection, then gives it back.
     fn serve(&self, mut lent: Lent<T>) {
-        let Some(fd) = lent.socket.take() else {
+        let Some(request) = lent.socket.take() else {
             return;
         };
         let input = std::mem::take(&mut lent.input);
-        // The socket is blocking (the workers use MSG_DONTWAIT), each read and write bounded
+        // The socket is blocking (the workers never wait on it), each read and write bounded
         // by the timeout set at accept.
-        let request = T::Request::from(fd);
         let close = self.messages(&request, input, &lent.client_address);
-        lent.socket = Some(request.into());
+        lent.socket = Some(request);
         lent.give_back(close);
     }
 

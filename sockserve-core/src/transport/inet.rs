@@ -183,6 +183,15 @@ impl Connection for TcpStream {
             sys::Input::Urgent => sys::recv_urgent(self.as_fd())?.map_or(Incoming::Ready, Incoming::Urgent),
         })
     }
+    fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::recv_nowait(self.as_fd(), buf)
+    }
+    fn write_nowait(&self, buf: &[u8]) -> io::Result<usize> {
+        sys::send_nowait(self.as_fd(), buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
 }
 
 /// UDP (Python's `UDPServer` socket half): every datagram is a request; replies go out of

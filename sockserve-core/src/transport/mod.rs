@@ -158,6 +158,38 @@ pub trait Transport: Sized + 'static {
         let _ = (request, client_address);
         Ok(())
     }
+    /// The prepare stage on an event loop (the multiplex and pooled models): called when the
+    /// connection reaches its worker and again each time its socket is readable or writable,
+    /// until it returns `Ok(true)` (done); `Ok(false)` means it waits for the peer, after a
+    /// read or write that would have blocked (the poller is edge-triggered). It must never
+    /// wait itself: it reads and writes with [`Connection::read_nowait`] and its kind. The
+    /// worker bounds the whole stage by [`prepare_timeout`](Transport::prepare_timeout); an
+    /// error goes to `handle_error` as [`RequestError::Prepare`](crate::RequestError::Prepare)
+    /// and the connection is closed. Default: `Ok(true)` for a transport without a prepare
+    /// stage; an `Unsupported` error for one whose `prepare` has no event-loop form (its
+    /// connections are then refused one by one, each reported).
+    fn prepare_nowait(
+        &self,
+        request: &mut Self::Request,
+        client_address: &mut Self::Address,
+    ) -> io::Result<bool> {
+        let _ = (request, client_address);
+        if Self::PREPARES {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this transport's prepare stage cannot run on an event loop (no prepare_nowait)",
+            ))
+        } else {
+            Ok(true)
+        }
+    }
+    /// How long [`prepare_nowait`](Transport::prepare_nowait) may take in all, from the
+    /// connection's arrival at its worker: past it, the connection is closed and
+    /// `handle_error` told ([`RequestError::Prepare`](crate::RequestError::Prepare), timed
+    /// out). Default: 10 s.
+    fn prepare_timeout(&self) -> Duration {
+        Duration::from_secs(10)
+    }
     /// Waits until a request may be pending (the descriptor is readable) or `wake` is (a
     /// shutdown), at most `timeout`; returns whether `wake` is readable. The serve loop waits
     /// here, so a transport whose requests announce themselves some other way (a database
@@ -229,6 +261,44 @@ pub trait Connection: Send + 'static {
         let _ = timeout;
         Ok(Incoming::Ready)
     }
+
+    // What an event loop needs (the multiplex and pooled models). The socket stays blocking,
+    // for the threads that use the connection as it is (a pooled model's pool thread); these
+    // calls never wait. A connection kind without them is refused by those models with
+    // `Unsupported` errors, one per connection, through `handle_error`.
+
+    /// Reads what has arrived, without waiting: `Ok(0)` at end of input, a `WouldBlock` error
+    /// when nothing has. A read that returns less than `buf.len()` has emptied the socket: the
+    /// event loop's poller is edge-triggered, and what such a read left would raise no new
+    /// event. Default: unsupported.
+    fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let _ = buf;
+        Err(no_event_loop())
+    }
+    /// Writes what the socket takes now, without waiting; a `WouldBlock` error when it takes
+    /// nothing. Default: unsupported.
+    fn write_nowait(&self, buf: &[u8]) -> io::Result<usize> {
+        let _ = buf;
+        Err(no_event_loop())
+    }
+    /// Sends what the connection holds that the socket has not taken yet (TLS records),
+    /// without waiting; `Ok(true)` when nothing is left, `Ok(false)` when the rest waits for
+    /// the socket to be writable. Default: a connection holds nothing (`Ok(true)`).
+    fn flush_nowait(&self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// Half-closes: no more output (TLS sends `close_notify` first), input is still read.
+    /// Default: unsupported.
+    fn shutdown_write(&self) -> io::Result<()> {
+        Err(no_event_loop())
+    }
+}
+
+fn no_event_loop() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this kind of connection cannot be driven by an event loop (no non-blocking reads and writes)",
+    )
 }
 
 /// What [`Connection::wait_input`] found.

@@ -407,6 +407,7 @@ where
                 }),
                 info: TlsInfo::default(),
                 handshake_timeout: self.config.handshake_timeout(),
+                sock_prepared: false,
             },
             address,
         )))
@@ -423,6 +424,27 @@ where
             self.inner.prepare(&mut request.sock, client_address)?;
         }
         request.handshake()
+    }
+    fn prepare_nowait(
+        &self,
+        request: &mut Self::Request,
+        client_address: &mut T::Address,
+    ) -> io::Result<bool> {
+        if T::PREPARES && !request.sock_prepared {
+            if !self.inner.prepare_nowait(&mut request.sock, client_address)? {
+                return Ok(false);
+            }
+            request.sock_prepared = true;
+        }
+        request.handshake_nowait()
+    }
+    fn prepare_timeout(&self) -> Duration {
+        let inner = if T::PREPARES {
+            self.inner.prepare_timeout()
+        } else {
+            Duration::ZERO
+        };
+        inner + self.config.handshake_timeout()
     }
 }
 
@@ -446,6 +468,19 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
+    /// What a finished handshake agreed on.
+    fn of(conn: &ServerConnection) -> TlsInfo {
+        TlsInfo {
+            alpn_protocol: conn.alpn_protocol().map(<[u8]>::to_vec),
+            server_name: conn.server_name().map(str::to_owned),
+            peer_certificates: conn
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
+            protocol_version: conn.protocol_version(),
+            cipher_suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
+        }
+    }
+
     /// The client's own certificate (DER), when it presented a verified one.
     pub fn peer_certificate(&self) -> Option<&CertificateDer<'static>> {
         self.peer_certificates.as_ref().and_then(|chain| chain.first())
@@ -515,6 +550,9 @@ pub struct TlsStream<S> {
     state: Mutex<State>,
     info: TlsInfo,
     handshake_timeout: Duration,
+    /// The inner connection's own event-loop prepare stage is done (a transport under `Tls`
+    /// that prepares too).
+    sock_prepared: bool,
 }
 
 /// The socket under the TLS session. Reading or writing it directly bypasses TLS: it is for
@@ -556,6 +594,24 @@ impl<S: Connection> Write for Raw<'_, S> {
     }
 }
 
+/// The socket as rustls' raw input and output, without waiting (an event loop's).
+struct RawNowait<'a, S: Connection>(&'a S);
+
+impl<S: Connection> Read for RawNowait<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_nowait(buf)
+    }
+}
+
+impl<S: Connection> Write for RawNowait<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_nowait(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn tls_error(error: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {error}"))
 }
@@ -588,6 +644,20 @@ impl<S: Connection> TlsStream<S> {
         Ok(())
     }
 
+    /// Sends what rustls holds as far as the socket takes it now; `Ok(true)` when all went.
+    fn flush_tls_nowait(&self, conn: &mut ServerConnection) -> io::Result<bool> {
+        while conn.wants_write() {
+            match conn.write_tls(&mut RawNowait(&self.sock)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     /// Hands the pending raw bytes to rustls and processes them. Stops early (keeping the
     /// rest) when rustls' plaintext buffer is full; the reader drains it first.
     fn feed(&self, state: &mut State) -> io::Result<()> {
@@ -599,8 +669,9 @@ impl<S: Connection> TlsStream<S> {
                 break;
             }
             if let Err(e) = state.conn.process_new_packets() {
-                // Tell the peer why (an alert), if it still listens.
-                let _ = self.flush_tls(&mut state.conn);
+                // Tell the peer why (an alert), if its socket takes it now: never wait on a
+                // peer that misbehaves (an event loop must not, and a thread need not).
+                let _ = self.flush_tls_nowait(&mut state.conn);
                 return Err(tls_error(e));
             }
         }
@@ -623,9 +694,22 @@ impl<S: Connection> TlsStream<S> {
 
     /// Reads raw bytes into `state.pending` (the socket's end: rustls is told).
     fn read_raw(&self, state: &mut State) -> io::Result<usize> {
+        self.read_raw_with(state, |sock, buf| sock.reader().read(buf))
+    }
+
+    /// [`read_raw`](Self::read_raw) without waiting: a `WouldBlock` error when nothing came.
+    fn read_raw_nowait(&self, state: &mut State) -> io::Result<usize> {
+        self.read_raw_with(state, |sock, buf| sock.read_nowait(buf))
+    }
+
+    fn read_raw_with(
+        &self,
+        state: &mut State,
+        read: impl FnOnce(&S, &mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let start = state.pending.len();
         state.pending.resize(start + RAW_READ, 0);
-        let read = self.sock.reader().read(&mut state.pending[start..]);
+        let read = read(&self.sock, &mut state.pending[start..]);
         state.pending.truncate(start + *read.as_ref().unwrap_or(&0));
         let n = read?;
         if n == 0 {
@@ -678,30 +762,143 @@ impl<S: Connection> TlsStream<S> {
             self.feed(state)?;
         }
         self.sock.set_timeouts(None)?;
-        let conn = &state.conn;
-        let info = TlsInfo {
-            alpn_protocol: conn.alpn_protocol().map(<[u8]>::to_vec),
-            server_name: conn.server_name().map(str::to_owned),
-            peer_certificates: conn
-                .peer_certificates()
-                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
-            protocol_version: conn.protocol_version(),
-            cipher_suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
-        };
+        let info = TlsInfo::of(&state.conn);
         drop(guard);
         self.info = info;
         Ok(())
     }
 
-    /// Sends `close_notify` (best effort, without waiting on a peer that does not read).
+    /// One step of the handshake on an event loop: reads and writes what the socket allows
+    /// now; `Ok(true)` once the handshake is done (what it found is recorded), `Ok(false)`
+    /// after a read or write that would have blocked. What rustls has left to send once it is
+    /// done goes out with the connection's first flush, as in [`handshake`](Self::handshake).
+    fn handshake_nowait(&mut self) -> io::Result<bool> {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *guard;
+        while state.conn.is_handshaking() {
+            if !self.flush_tls_nowait(&mut state.conn)? {
+                // The socket is full: the worker calls again when it is writable.
+                return Ok(false);
+            }
+            if !state.pending.is_empty() {
+                self.feed(state)?;
+                if !state.conn.is_handshaking() || state.conn.wants_write() {
+                    continue;
+                }
+            }
+            match self.read_raw_nowait(state) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    ))
+                }
+                Ok(_) => self.feed(state)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        let info = TlsInfo::of(&state.conn);
+        drop(guard);
+        self.info = info;
+        Ok(true)
+    }
+
+    /// Sends `close_notify`, as far as the socket takes it now: never waits on a peer that
+    /// does not read (an event loop must not; a closing thread need not).
     fn send_close_notify(&self) {
         let mut state = self.lock();
         if state.conn.is_handshaking() {
             return;
         }
         state.conn.send_close_notify();
-        if self.sock.set_timeouts(Some(Duration::from_millis(100))).is_ok() {
-            let _ = self.flush_tls(&mut state.conn);
+        let _ = self.flush_tls_nowait(&mut state.conn);
+    }
+
+    /// Plaintext that has arrived, without waiting: fills `buf` while rustls has plaintext
+    /// or the socket has bytes; returns less only once the socket said it had nothing more
+    /// (or ended), as [`Connection::read_nowait`] requires.
+    fn read_plain_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut state = self.lock();
+        let mut filled = 0;
+        let mut ended = false;
+        // The socket said end of input: rustls has been told, so its reader says so now.
+        let mut raw_ended = false;
+        loop {
+            match state.conn.reader().read(&mut buf[filled..]) {
+                // close_notify: the end.
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        return Ok(filled);
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && raw_ended => {
+                    ended = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Closed without close_notify: end of file (Python's suppress_ragged_eofs).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    ended = true;
+                    break;
+                }
+                Err(e) if filled > 0 => {
+                    log::debug!("TLS: {e} after {filled} bytes of plaintext; reported on the next read");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            if !state.pending.is_empty() {
+                let before = state.pending.len();
+                self.feed(&mut state)?;
+                if state.pending.len() < before {
+                    continue;
+                }
+            }
+            // Key updates or tickets rustls wants to send go out as the socket allows.
+            self.flush_tls_nowait(&mut state.conn)?;
+            match self.read_raw_nowait(&mut state) {
+                // rustls is told of the end; the reader says so on the next turn.
+                Ok(0) => raw_ended = true,
+                Ok(_) => self.feed(&mut state)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) if filled > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        match filled {
+            0 if ended => Ok(0),
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    /// Plaintext written as far as rustls' buffer and the socket take it now.
+    fn write_plain_nowait(&self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut state = self.lock();
+        // Records rustls still holds go first: its buffer is bounded, and the socket decides.
+        let flushed = self.flush_tls_nowait(&mut state.conn)?;
+        let n = state.conn.writer().write(buf)?;
+        if flushed {
+            self.flush_tls_nowait(&mut state.conn)?;
+        }
+        match n {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
         }
     }
 
@@ -789,6 +986,20 @@ impl<S: Connection> Connection for TlsStream<S> {
     }
     fn read_side(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.sock.read_side()
+    }
+    fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_plain_nowait(buf)
+    }
+    fn write_nowait(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write_plain_nowait(buf)
+    }
+    fn flush_nowait(&self) -> io::Result<bool> {
+        let mut state = self.lock();
+        self.flush_tls_nowait(&mut state.conn)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.send_close_notify();
+        self.sock.shutdown_write()
     }
     fn wait_input(&self, timeout: Option<Duration>) -> io::Result<Incoming> {
         {

@@ -410,6 +410,15 @@ impl Connection for net::UnixStream {
     fn read_side(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         Some(std::os::fd::AsFd::as_fd(self))
     }
+    fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::sys::recv_nowait(self.as_fd(), buf)
+    }
+    fn write_nowait(&self, buf: &[u8]) -> io::Result<usize> {
+        crate::sys::send_nowait(self.as_fd(), buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
 }
 
 /// Unix datagram sockets (Python's `UnixDatagramServer` socket half). Replies reach only

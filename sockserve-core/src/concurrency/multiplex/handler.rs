@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::worker::Shared;
 use crate::context::ServerContext;
 use crate::handler::{log_request_error, RequestError};
 use crate::transport::Transport;
@@ -50,25 +51,18 @@ pub(crate) enum Message {
         token: usize,
         generation: u64,
     },
-    /// A lent connection comes back ([`Lent`]), to be closed or served on.
-    Return {
-        token: usize,
-        generation: u64,
-        socket: std::os::fd::OwnedFd,
-        close: bool,
-    },
 }
 
-/// A connection a worker lent to another thread (the pooled model's pool): its socket and the
-/// input the worker had read. The worker keeps its place in the table and neither reads,
-/// writes nor times it out until it comes back: [`give_back`](Lent::give_back), or when
-/// dropped, closed. So its descriptor always goes back to the worker, which closes it, once.
+/// A connection a worker lent to another thread (the pooled model's pool): the connection
+/// and the input the worker had read. The worker keeps its place in the table and neither
+/// reads, writes nor times it out until it comes back: [`give_back`](Lent::give_back), or
+/// when dropped, closed. So it always goes back to the worker, which closes it, once.
 pub(crate) struct Lent<T: Transport> {
     /// `None` once given back.
-    pub(crate) socket: Option<std::os::fd::OwnedFd>,
+    pub(crate) socket: Option<T::Request>,
     pub(crate) input: Vec<u8>,
     pub(crate) client_address: T::Address,
-    pub(crate) mail: Arc<Mailbox>,
+    pub(crate) worker: Arc<Shared<T>>,
     pub(crate) token: usize,
     pub(crate) generation: u64,
 }
@@ -83,13 +77,7 @@ impl<T: Transport> Lent<T> {
         let Some(socket) = self.socket.take() else {
             return;
         };
-        // A worker that has stopped drops the message, and with it (closes) the socket.
-        self.mail.post(Message::Return {
-            token: self.token,
-            generation: self.generation,
-            socket,
-            close,
-        });
+        self.worker.give_back(self.token, self.generation, socket, close);
     }
 }
 
@@ -195,6 +183,7 @@ pub struct ConnIo<'a, T: Transport> {
     pub(crate) generation: u64,
     pub(crate) server: &'a ServerContext<T>,
     pub(crate) client_address: &'a T::Address,
+    pub(crate) request: &'a T::Request,
 }
 
 impl<T: Transport> std::fmt::Debug for ConnIo<'_, T> {
@@ -260,6 +249,14 @@ impl<T: Transport> ConnIo<'_, T> {
     /// The client's address.
     pub fn client_address(&self) -> &T::Address {
         self.client_address
+    }
+
+    /// The connection (Python's `self.request`): socket options, and over TLS what the
+    /// handshake found ([`TlsStream::info`](crate::transport::TlsStream::info): ALPN, SNI, the
+    /// client's certificate). Reading or writing it directly bypasses the worker's buffers:
+    /// use [`write`](Self::write) and the `input` callback.
+    pub fn request(&self) -> &T::Request {
+        self.request
     }
 
     /// The server (Python's `self.server`): its address, options, `shutdown()`.

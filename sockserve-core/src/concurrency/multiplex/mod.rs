@@ -10,7 +10,7 @@
 
 use std::any::Any;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -21,7 +21,7 @@ use crate::context::ServerContext;
 use crate::handler::{report_error, run_handle_error, run_hook, run_verify, RequestError};
 use crate::options::Options;
 use crate::pipeline::Pipeline;
-use crate::transport::{StreamKind, Transport};
+use crate::transport::{Connection, StreamTransport, Transport};
 
 mod handler;
 mod worker;
@@ -98,7 +98,10 @@ where
 /// Stream transports only ([`Tcp`](crate::transport::Tcp), [`Unix`](crate::transport::Unix)):
 /// a datagram server already reads every datagram from one socket without a thread per
 /// client, so there is nothing to multiplex, and the DSL refuses `multiplex` there. A
-/// transport with a prepare stage (TLS) is not supported: its handshake blocks.
+/// transport with a prepare stage ([`Tls`](crate::transport::Tls)) runs it on the worker
+/// without blocking ([`Transport::prepare_nowait`]), bounded by
+/// [`Transport::prepare_timeout`]; `verify_request` then runs on the worker once it is
+/// done, and the handler sees plaintext.
 pub struct Multiplex {
     workers: usize,
     max_connections: Option<usize>,
@@ -172,7 +175,7 @@ struct Pool<T: Transport> {
     next: AtomicUsize,
 }
 
-impl<T: Transport + Send + Sync> PoolControl for Pool<T> {
+impl<T: StreamTransport + Send + Sync> PoolControl for Pool<T> {
     fn close(&self) {
         for w in &self.workers {
             w.mail.closing.store(true, Ordering::Release);
@@ -218,9 +221,9 @@ impl Multiplex {
     }
 
     /// The workers' own listeners with `worker_listeners` (none when the transport has no
-    /// such listener, or has a prepare stage the workers do not run).
+    /// such listener).
     fn listeners<T: Transport>(&self, context: &ServerContext<T>) -> io::Result<Vec<T>> {
-        if !self.worker_listeners || T::PREPARES {
+        if !self.worker_listeners {
             return Ok(Vec::new());
         }
         let mut listeners = Vec::with_capacity(self.workers);
@@ -248,8 +251,8 @@ impl Multiplex {
 
     fn start<T, D>(&self, core: &Arc<D>) -> io::Result<Pool<T>>
     where
-        T: Transport<Kind = StreamKind> + Send + Sync,
-        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        T: StreamTransport + Send + Sync,
+        T::Request: AsFd,
         D: Driver<T>,
     {
         let options = core.context().options();
@@ -331,8 +334,8 @@ impl Concurrency for Multiplex {
 
 impl<T, H> ProcessRequest<T, H> for Multiplex
 where
-    T: Transport<Kind = StreamKind> + Send + Sync,
-    T::Request: Into<OwnedFd> + From<OwnedFd>,
+    T: StreamTransport + Send + Sync,
+    T::Request: AsFd,
     H: ConnectionHandler<T>,
 {
     fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
@@ -371,8 +374,8 @@ impl Multiplex {
     /// `server_close` came first (no workers then: they would never be joined).
     fn ensure_started<T, D>(&self, driver: impl FnOnce() -> io::Result<Arc<D>>) -> io::Result<bool>
     where
-        T: Transport<Kind = StreamKind> + Send + Sync,
-        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        T: StreamTransport + Send + Sync,
+        T::Request: AsFd,
         D: Driver<T>,
     {
         if self.pool.get().is_some() {
@@ -394,11 +397,11 @@ impl Multiplex {
     /// any connection reaches the serve loop); otherwise with the first connection.
     pub(crate) fn serving_with<T, D>(&self, driver: impl FnOnce() -> io::Result<Arc<D>>) -> io::Result<()>
     where
-        T: Transport<Kind = StreamKind> + Send + Sync,
-        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        T: StreamTransport + Send + Sync,
+        T::Request: AsFd,
         D: Driver<T>,
     {
-        if !self.worker_listeners || T::PREPARES {
+        if !self.worker_listeners {
             return Ok(());
         }
         self.ensure_started(driver).map(drop)
@@ -406,19 +409,19 @@ impl Multiplex {
 
     /// Makes an accepted connection ready for a worker: `TCP_NODELAY` when `nodelay`
     /// (`disable_nagle_algorithm`).
-    pub(crate) fn ready_socket(fd: &OwnedFd, nodelay: bool) -> io::Result<()> {
-        // The socket stays blocking: the workers read and write it with MSG_DONTWAIT, and a
-        // pooled model's thread uses it as it is.
+    pub(crate) fn ready_socket<C: Connection>(request: &C, nodelay: bool) {
+        // The socket stays blocking: the workers read and write it without waiting
+        // (`Connection::read_nowait`), and a pooled model's thread uses it as it is.
         if nodelay {
             // Not every stream socket is TCP: an error here only means there is no Nagle.
-            let _ = socket2::SockRef::from(fd).set_tcp_nodelay(true);
+            let _ = request.set_nodelay(true);
         }
-        Ok(())
     }
 
     /// `process_request` of the models on multiplex workers: waits at `max_connections`,
     /// starts the workers with the driver `driver` makes (at the first connection), makes the
-    /// connection non-blocking and hands it to a worker, round robin. Failures go to `report`.
+    /// connection ready and hands it to a worker, round robin (which runs the transport's
+    /// prepare stage, if it has one). Failures go to `report`.
     pub(crate) fn accept<T, H, D>(
         &self,
         core: &Arc<Pipeline<T, H>>,
@@ -427,19 +430,10 @@ impl Multiplex {
         request: T::Request,
         client_address: T::Address,
     ) where
-        T: Transport<Kind = StreamKind> + Send + Sync,
-        T::Request: Into<OwnedFd> + From<OwnedFd>,
+        T: StreamTransport + Send + Sync,
+        T::Request: AsFd,
         D: Driver<T>,
     {
-        if T::PREPARES {
-            let error = io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the multiplex and pooled models do not run a transport's prepare stage",
-            );
-            report(&client_address, &RequestError::Io(error));
-            core.shutdown_request(request);
-            return;
-        }
         // The connection's place under `max_connections` is taken first: with
         // `worker_listeners` the workers take places too. At the cap the loop stops
         // accepting; a shutdown lifts the wait for the connection already accepted (it is
@@ -482,15 +476,9 @@ impl Multiplex {
             core.shutdown_request(request);
             return;
         };
-        let fd: OwnedFd = request.into();
-        if let Err(e) = Self::ready_socket(&fd, core.context().options().disable_nagle_algorithm) {
-            self.limit.release();
-            report(&client_address, &RequestError::Io(e));
-            core.shutdown_request(T::Request::from(fd));
-            return;
-        }
+        Self::ready_socket(&request, core.context().options().disable_nagle_algorithm);
         let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.workers.len();
-        pool.workers[i].hand_over(fd, client_address);
+        pool.workers[i].hand_over(request, client_address);
     }
 
     /// The handler's `verify_request`; a panic in it is a refusal, reported to `handle_error`.

@@ -13,8 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::AsFd;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,8 +25,7 @@ use super::handler::{Asked, CloseReason, ConnIo, ConnectionHandler, Lent, Mailbo
 use super::{Driver, Limit, Multiplex};
 use crate::handler::{guarded, RequestError};
 use crate::serve::{classify, take_request, AcceptFailure, BackOff};
-use crate::sys;
-use crate::transport::Transport;
+use crate::transport::{Connection, StreamTransport, Transport};
 
 /// The waker's token; connection `i` has token `i + 1`.
 const WAKER: Token = Token(0);
@@ -60,26 +58,47 @@ pub(crate) struct Config {
     pub(crate) nodelay: bool,
 }
 
-/// The part of a worker the serve loop hands connections to.
+/// A lent connection given back: (token, generation, the connection, whether to close it).
+type Returned<T> = (usize, u64, <T as Transport>::Request, bool);
+
+/// The part of a worker the serve loop hands connections to, and borrowers give lent ones
+/// back to.
 pub(crate) struct Shared<T: Transport> {
     pub(crate) mail: Arc<Mailbox>,
-    incoming: Mutex<Vec<(OwnedFd, T::Address)>>,
+    incoming: Mutex<Vec<(T::Request, T::Address)>>,
+    /// Lent connections given back.
+    returned: Mutex<Vec<Returned<T>>>,
     /// The worker accepts on a listener of its own.
     pub(crate) accepts: bool,
 }
 
+/// Pushes onto `queue`, waking the worker when it was empty (a non-empty queue has a wake-up
+/// pending already).
+fn push_and_wake<X>(mail: &Mailbox, queue: &Mutex<Vec<X>>, item: X) {
+    let was_empty = {
+        let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = queue.is_empty();
+        queue.push(item);
+        was_empty
+    };
+    if was_empty {
+        mail.wake();
+    }
+}
+
 impl<T: Transport> Shared<T> {
-    /// Hands a connection (non-blocking already) to the worker.
-    pub(crate) fn hand_over(&self, fd: OwnedFd, client_address: T::Address) {
-        let was_empty = {
-            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
-            let was_empty = incoming.is_empty();
-            incoming.push((fd, client_address));
-            was_empty
-        };
-        if was_empty {
-            self.mail.wake();
+    /// Hands a connection (made ready already) to the worker.
+    pub(crate) fn hand_over(&self, request: T::Request, client_address: T::Address) {
+        push_and_wake(&self.mail, &self.incoming, (request, client_address));
+    }
+
+    /// A lent connection comes back, to be closed or served on. A worker that has stopped
+    /// does not take it: it is dropped (closed) here.
+    pub(crate) fn give_back(&self, token: usize, generation: u64, request: T::Request, close: bool) {
+        if self.mail.gone.load(Ordering::Acquire) {
+            return drop(request);
         }
+        push_and_wake(&self.mail, &self.returned, (token, generation, request, close));
     }
 }
 
@@ -88,8 +107,11 @@ type StateOf<T, D> = <<D as Driver<T>>::Handler as ConnectionHandler<T>>::Conn;
 
 /// One connection in the worker's table.
 struct Conn<T: Transport, S> {
-    /// `None` while the connection is lent (see [`Lent`]): another thread owns the socket.
-    socket: Option<socket2::Socket>,
+    /// `None` while the connection is lent (see [`Lent`]): another thread owns it.
+    socket: Option<T::Request>,
+    /// The transport's prepare stage (a TLS handshake) is under way, to be done by this
+    /// deadline; the handler knows nothing of the connection yet.
+    preparing: Option<Instant>,
     /// The handler asked to lend the connection; done once its queued output is written.
     lend_asked: bool,
     /// Nothing read yet: a connection accepted just before `server_close` whose first
@@ -175,8 +197,8 @@ pub(crate) struct Worker<T: Transport, D: Driver<T>> {
 
 impl<T, D> Worker<T, D>
 where
-    T: Transport + Send + Sync,
-    T::Request: Into<OwnedFd> + From<OwnedFd>,
+    T: StreamTransport + Send + Sync,
+    T::Request: AsFd,
     D: Driver<T>,
 {
     /// Makes a worker's poller (with `listener` registered, the worker's own listener if it
@@ -200,6 +222,7 @@ where
                 gone: AtomicBool::new(false),
             }),
             incoming: Mutex::new(Vec::new()),
+            returned: Mutex::new(Vec::new()),
             accepts: listener.is_some(),
         });
         Ok((shared, poll))
@@ -292,6 +315,10 @@ where
                     continue;
                 }
                 let index = event.token().0 - 1;
+                if self.conns[index].as_ref().is_some_and(|c| c.preparing.is_some()) {
+                    self.step_prepare(index);
+                    continue;
+                }
                 if event.is_writable() || event.is_error() {
                     self.on_writable(index);
                 }
@@ -301,6 +328,7 @@ where
             }
             if woken {
                 self.take_incoming();
+                self.take_returned();
                 self.take_messages();
             }
             self.accept();
@@ -392,7 +420,8 @@ where
             match take_request(&listener.transport) {
                 Ok(Some((request, client_address))) => {
                     listener.backoff.succeeded();
-                    if !self.core.accepted(&request, &client_address) {
+                    // With a prepare stage, verify_request runs once it is done.
+                    if !T::PREPARES && !self.core.accepted(&request, &client_address) {
                         self.core.shutdown_request(request);
                         continue;
                     }
@@ -428,14 +457,8 @@ where
     /// A connection from the worker's own listener, verified and counted: made ready as a
     /// handed-over one is, then served here.
     fn serve_accepted(&mut self, request: T::Request, client_address: T::Address) {
-        let fd: OwnedFd = request.into();
-        if let Err(e) = Multiplex::ready_socket(&fd, self.config.nodelay) {
-            self.core.report(&client_address, &RequestError::Io(e));
-            self.core.shutdown_request(T::Request::from(fd));
-            self.limit.release();
-            return;
-        }
-        self.admit(fd, client_address);
+        Multiplex::ready_socket(&request, self.config.nodelay);
+        self.admit(request, client_address);
     }
 
     /// `server_close`: what is queued on the worker's own listener is taken (at most a
@@ -459,14 +482,14 @@ where
         let incoming = std::mem::take(&mut *self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()));
         let closing = self.shared.mail.closing.load(Ordering::Acquire);
         let gone = self.shared.mail.gone.load(Ordering::Acquire);
-        for (fd, client_address) in incoming {
+        for (request, client_address) in incoming {
             if gone {
                 // Handed over after the worker stopped: never connected, closed unserved.
-                self.core.shutdown_request(T::Request::from(fd));
+                self.core.shutdown_request(request);
                 self.limit.release();
                 continue;
             }
-            self.admit(fd, client_address);
+            self.admit(request, client_address);
         }
         // Accepted before server_close: connected, then drained like the others.
         if closing && !gone {
@@ -474,7 +497,9 @@ where
         }
     }
 
-    fn admit(&mut self, fd: OwnedFd, client_address: T::Address) {
+    /// Takes a connection into the table: registered with the poller, then its prepare stage
+    /// started, or (without one) `connected`.
+    fn admit(&mut self, request: T::Request, client_address: T::Address) {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -482,7 +507,7 @@ where
                 self.conns.len() - 1
             }
         };
-        let raw = fd.as_raw_fd();
+        let raw = request.as_fd().as_raw_fd();
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&raw),
             Token(index + 1),
@@ -490,7 +515,7 @@ where
         ) {
             self.free.push(index);
             self.core.report(&client_address, &RequestError::Io(e));
-            self.core.shutdown_request(T::Request::from(fd));
+            self.core.shutdown_request(request);
             self.limit.release();
             return;
         }
@@ -499,8 +524,13 @@ where
         if self.next_sweep.is_none() {
             self.next_sweep = self.config.idle_timeout.map(|t| now + sweep_every(t));
         }
+        let preparing = T::PREPARES.then(|| now + self.core.context().transport.prepare_timeout());
+        if let Some(deadline) = preparing {
+            self.timers.push(Reverse((deadline, index, self.generations)));
+        }
         self.conns[index] = Some(Conn {
-            socket: Some(socket2::Socket::from(fd)),
+            socket: Some(request),
+            preparing,
             lend_asked: false,
             fresh: true,
             client_address,
@@ -518,11 +548,57 @@ where
             shutdown_after_flush: false,
             write_shut: false,
         });
+        if preparing.is_some() {
+            self.step_prepare(index);
+        } else {
+            self.connect(index);
+        }
+    }
+
+    /// `connected`: the handler makes the connection's state.
+    fn connect(&mut self, index: usize) {
         let fate = self.callback(index, |handler, _, io, _| {
             let state = handler.connected(io)?;
             Ok(Some(state))
         });
         self.settle(index, fate);
+    }
+
+    /// Runs the transport's prepare stage as far as the socket allows now
+    /// ([`Transport::prepare_nowait`]); once done, `verify_request` (through
+    /// [`Driver::accepted`]), `connected`, and the input that came with the stage's end.
+    fn step_prepare(&mut self, index: usize) {
+        let Some(conn) = self.conns[index].as_mut() else {
+            return;
+        };
+        let Some(request) = conn.socket.as_mut() else {
+            return;
+        };
+        let transport = &self.core.context().transport;
+        let client_address = &mut conn.client_address;
+        let result = guarded(|| {
+            transport
+                .prepare_nowait(request, client_address)
+                .map_err(RequestError::from_prepare)
+        });
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                conn.preparing = None;
+                conn.last_progress = Instant::now();
+                let (Some(request), address) = (conn.socket.as_ref(), &conn.client_address) else {
+                    return;
+                };
+                if !self.core.accepted(request, address) {
+                    // Refused: closed without callbacks (the handler never had it).
+                    return self.close(index, Fate::Close(CloseReason::Closed));
+                }
+                self.connect(index);
+                // What arrived with the end of the stage raised no new event.
+                self.on_readable(index, true);
+            }
+            Err(error) => self.close(index, Fate::Fail(error)),
+        }
     }
 
     /// Runs one callback on connection `index` with its state, its `ConnIo` and (for `input`)
@@ -554,6 +630,10 @@ where
         let Some(conn) = self.conns[index].as_mut() else {
             return Fate::Open;
         };
+        // Lent: its borrower has it, and no callback runs until it comes back.
+        let Some(request) = conn.socket.as_ref() else {
+            return Fate::Open;
+        };
         let mut asked = Asked::default();
         let mut state = conn.state.take();
         let bytes: &[u8] = match data {
@@ -569,6 +649,7 @@ where
             generation: conn.generation,
             server: self.core.context(),
             client_address: &conn.client_address,
+            request,
         };
         let handler = self.core.handler();
         let result = guarded(|| Ok(f(handler, state.as_mut(), &mut io, bytes)?));
@@ -631,12 +712,12 @@ where
         let _ = self
             .poll
             .registry()
-            .deregister(&mut SourceFd(&socket.as_raw_fd()));
+            .deregister(&mut SourceFd(&socket.as_fd().as_raw_fd()));
         let lent = Lent {
-            socket: Some(OwnedFd::from(socket)),
+            socket: Some(socket),
             input: std::mem::take(&mut conn.input),
             client_address: conn.client_address.clone(),
-            mail: Arc::clone(&self.shared.mail),
+            worker: Arc::clone(&self.shared),
             token: index,
             generation: conn.generation,
         };
@@ -647,7 +728,7 @@ where
     /// is written; a close asked for (by the borrower, a `ConnHandle` or `server_close`)
     /// happens; otherwise the socket is read at once, since what arrived while it was lent
     /// raised an edge the worker did not act on.
-    fn give_back(&mut self, index: usize, generation: u64, socket: OwnedFd, close: bool) {
+    fn give_back(&mut self, index: usize, generation: u64, socket: T::Request, close: bool) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return drop(socket);
         };
@@ -655,11 +736,11 @@ where
             return drop(socket);
         }
         let registered = self.poll.registry().register(
-            &mut SourceFd(&socket.as_raw_fd()),
+            &mut SourceFd(&socket.as_fd().as_raw_fd()),
             Token(index + 1),
             Interest::READABLE | Interest::WRITABLE,
         );
-        conn.socket = Some(socket2::Socket::from(socket));
+        conn.socket = Some(socket);
         conn.last_progress = Instant::now();
         if let Err(e) = registered {
             return self.close(index, Fate::Fail(RequestError::Io(e)));
@@ -687,8 +768,8 @@ where
             return Fate::Open;
         };
         while conn.pending() > 0 {
-            match sys::send_nowait(socket.as_fd(), &conn.output[conn.written..]) {
-                Ok(0) => break,
+            match socket.write_nowait(&conn.output[conn.written..]) {
+                Ok(0) => return Fate::Fail(RequestError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     conn.written += n;
                     conn.last_progress = Instant::now();
@@ -706,6 +787,15 @@ where
         if conn.output.capacity() > KEEP_CAPACITY {
             conn.output = Vec::new();
         }
+        // What the connection itself holds (TLS records) goes out too.
+        match socket.flush_nowait() {
+            Ok(true) => {}
+            Ok(false) => {
+                conn.blocked = true;
+                return Fate::Open;
+            }
+            Err(e) => return Fate::Fail(RequestError::from(e)),
+        }
         if conn.close_after_flush {
             let reason = if conn.read_closed {
                 CloseReason::PeerClosed
@@ -716,7 +806,7 @@ where
         }
         if conn.shutdown_after_flush && !conn.write_shut {
             conn.write_shut = true;
-            let _ = socket.shutdown(std::net::Shutdown::Write);
+            let _ = socket.shutdown_write();
         }
         if std::mem::take(&mut conn.blocked) && !self.shared.mail.closing.load(Ordering::Acquire) {
             let fate = self.callback(index, |handler, state, io, _| {
@@ -825,7 +915,7 @@ where
             };
             let from_scratch = conn.input.is_empty();
             let read = if from_scratch {
-                sys::recv_nowait(socket.as_fd(), &mut self.scratch)
+                socket.read_nowait(&mut self.scratch)
             } else {
                 // Input left over from before: append to it, at most up to max_input + 1.
                 let room = (self.config.max_input + 1)
@@ -833,7 +923,7 @@ where
                     .clamp(1, SCRATCH);
                 let start = conn.input.len();
                 conn.input.resize(start + room, 0);
-                let read = sys::recv_nowait(socket.as_fd(), &mut conn.input[start..]);
+                let read = socket.read_nowait(&mut conn.input[start..]);
                 let got = *read.as_ref().unwrap_or(&0);
                 conn.input.truncate(start + got);
                 read
@@ -914,15 +1004,6 @@ where
         let messages = std::mem::take(&mut *self.shared.mail.queue.lock().unwrap_or_else(|e| e.into_inner()));
         for message in messages {
             let (token, generation) = match message {
-                Message::Return {
-                    token,
-                    generation,
-                    socket,
-                    close,
-                } => {
-                    self.give_back(token, generation, socket, close);
-                    continue;
-                }
                 Message::Send {
                     token, generation, ..
                 }
@@ -937,9 +1018,16 @@ where
             match message {
                 Message::Send { data, .. } => conn.output.extend_from_slice(&data),
                 Message::Close { .. } => conn.close_after_flush = true,
-                Message::Return { .. } => {}
             }
             self.settle(token, Fate::Open);
+        }
+    }
+
+    /// Takes back the lent connections given back since the last look.
+    fn take_returned(&mut self) {
+        let returned = std::mem::take(&mut *self.shared.returned.lock().unwrap_or_else(|e| e.into_inner()));
+        for (token, generation, request, close) in returned {
+            self.give_back(token, generation, request, close);
         }
     }
 
@@ -953,7 +1041,21 @@ where
             let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
-            if conn.generation != generation || conn.timer != Some(at) {
+            if conn.generation != generation {
+                continue;
+            }
+            if conn.preparing.is_some() {
+                if conn.preparing == Some(at) {
+                    let limit = self.core.context().transport.prepare_timeout();
+                    let error = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the prepare stage (a TLS handshake...) was not done within {limit:?}"),
+                    );
+                    self.close(index, Fate::Fail(RequestError::Prepare(error)));
+                }
+                continue;
+            }
+            if conn.timer != Some(at) {
                 continue;
             }
             conn.timer = None;
@@ -984,8 +1086,10 @@ where
         self.next_sweep = Some(now + sweep_every(idle));
         for index in 0..self.conns.len() {
             let idle_for = match &self.conns[index] {
-                // A lent connection is timed by its borrower.
-                Some(conn) if conn.socket.is_some() => now.saturating_duration_since(conn.last_progress),
+                // A lent connection is timed by its borrower, a preparing one by its deadline.
+                Some(conn) if conn.socket.is_some() && conn.preparing.is_none() => {
+                    now.saturating_duration_since(conn.last_progress)
+                }
                 _ => continue,
             };
             if idle_for >= idle {
@@ -1006,7 +1110,11 @@ where
                 .is_some_and(|c| c.socket.is_some() && !c.close_after_flush && c.timer.is_none());
             if unread {
                 self.final_read = true;
-                self.on_readable(index, true);
+                if self.conns[index].as_ref().is_some_and(|c| c.preparing.is_some()) {
+                    self.step_prepare(index);
+                } else {
+                    self.on_readable(index, true);
+                }
                 self.final_read = false;
             }
             if let Some(conn) = self.conns[index].as_mut() {
@@ -1072,8 +1180,7 @@ where
         let Some(socket) = conn.socket.take() else {
             return;
         };
-        let fd = OwnedFd::from(socket);
-        self.core.shutdown_request(T::Request::from(fd));
+        self.core.shutdown_request(socket);
         self.limit.release();
     }
 }
