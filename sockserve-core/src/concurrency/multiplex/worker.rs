@@ -1047,10 +1047,7 @@ where
             if conn.preparing.is_some() {
                 if conn.preparing == Some(at) {
                     let limit = self.core.context().transport.prepare_timeout();
-                    let error = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the prepare stage (a TLS handshake...) was not done within {limit:?}"),
-                    );
+                    let error = io::Error::new(io::ErrorKind::TimedOut, format!("not done within {limit:?}"));
                     self.close(index, Fate::Fail(RequestError::Prepare(error)));
                 }
                 continue;
