@@ -277,6 +277,96 @@ fn sighup_reloads_the_certificate_for_new_connections_only() {
     server.stop_with(libc::SIGTERM);
 }
 
+/// `http_server --pooled` over HTTPS: the handshake on the event loop, and keep-alive: curl
+/// fetches two files over one TLS connection (its second transfer makes no new connection),
+/// parked in the event loop between them.
+#[test]
+fn curl_keeps_one_https_connection_for_two_files_from_the_pooled_http_server() {
+    let pki = pki("tls-https-pooled");
+    let www = pki.dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("a.txt"), "first over https\n").unwrap();
+    std::fs::write(www.join("b.txt"), "second over https\n").unwrap();
+    let mut server = Server::start(
+        "http_server",
+        &[
+            "--pooled",
+            "--bind",
+            "127.0.0.1:0",
+            "--directory",
+            www.to_str().unwrap(),
+            "--tls-cert",
+            &pki.cert,
+            "--tls-key",
+            &pki.key,
+        ],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let (a, b) = (
+        format!("https://localhost:{port}/a.txt"),
+        format!("https://localhost:{port}/b.txt"),
+    );
+    let out = run_tool(
+        "curl",
+        &[
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "10",
+            "--cacert",
+            &pki.ca_pem,
+            "--resolve",
+            &resolve,
+            "--write-out",
+            "[connects=%{num_connects} alpn=%{http_version}]\n",
+            &a,
+            &b,
+        ],
+        b"",
+        IO_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "first over https\n[connects=1 alpn=1.1]\nsecond over https\n[connects=0 alpn=1.1]\n",
+        "the second file comes over the first connection"
+    );
+    // Plain HTTP on the HTTPS port gets no page, and the server goes on.
+    let out = run_tool(
+        "curl",
+        &[
+            "--silent",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{port}/a.txt"),
+        ],
+        b"",
+        IO_TIMEOUT,
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("over https"));
+    let out = run_tool(
+        "curl",
+        &[
+            "--silent",
+            "--fail",
+            "--max-time",
+            "10",
+            "--cacert",
+            &pki.ca_pem,
+            "--resolve",
+            &resolve,
+            &b,
+        ],
+        b"",
+        IO_TIMEOUT,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "second over https\n");
+    assert_no_panic(&server);
+    server.stop_with(libc::SIGTERM);
+}
+
 #[test]
 fn curl_fetches_a_file_over_https_from_http_server() {
     let pki = pki("tls-https");

@@ -51,8 +51,8 @@
 //! - A request body (which no `GET` or `HEAD` needs) is read and discarded when its
 //!   `Content-Length` is at most 64 KiB, so that the next request is found after it; a longer
 //!   one, or one sent with `Transfer-Encoding`, is answered and the connection closed.
-//! - HTTP only: `--pooled` with `--tls-cert` is refused (the pooled model has no handshake
-//!   stage).
+//! - With `--tls-cert`/`--tls-key` too, HTTPS with keep-alive: the TLS handshake runs on the
+//!   event loop without blocking it, and a kept-alive HTTPS connection is parked like any other.
 //!
 //! Both servers answer a request with one function, [`FileServer::exchange`]; they differ in
 //! whether it may keep the connection open.
@@ -367,8 +367,13 @@ fn skip_body(input: &mut impl BufRead, length: u64, client: &dyn Display) -> boo
 )]
 struct PooledFileServer(FileServer);
 
-impl MessageHandler<Tcp> for PooledFileServer {
-    fn handle(&self, req: &mut StreamRequest<'_, Tcp>) -> io::Result<AfterMessage> {
+/// One handler for plain TCP and for TLS over TCP (`--pooled --tls-cert`: the handshake runs
+/// on the event loop, and a kept-alive HTTPS connection is parked between requests as well).
+impl<T: StreamTransport> MessageHandler<T> for PooledFileServer
+where
+    T::Request: support::Connection,
+{
+    fn handle(&self, req: &mut StreamRequest<'_, T>) -> io::Result<AfterMessage> {
         // Polling reads, so that a stop asked for while a client is silent in the middle of a
         // request ends the wait, as for the threading server. Set for every request: `handle`
         // cannot tell a connection's first one, and the library set its own timeouts at accept.
@@ -449,12 +454,14 @@ fn main() -> ExitCode {
         let (cert, key) = (args.value("tls-cert"), args.value("tls-key"));
         let tls = cert.is_some() || key.is_some();
         if args.flag(POOLED.name) {
-            if tls {
-                log::error!("--pooled serves plain HTTP only: it cannot be used with --tls-cert/--tls-key");
-                std::process::exit(2);
-            }
             let options = args.server_options(PooledFileServer::OPTIONS);
-            let server = PooledFileServer(handler).bind_with(args.bind.as_str(), options)?;
+            let handler = PooledFileServer(handler);
+            if !tls {
+                return support::serve(handler.bind_with(args.bind.as_str(), options)?, stopper);
+            }
+            let config = support::tls_config(cert, key, None, &["http/1.1"]);
+            let server: Server<Tls<Tcp>, Pooled, PooledFileServer> =
+                Server::with_options((args.bind.as_str(), config), handler, options)?;
             return support::serve(server, stopper);
         }
         let options = args.server_options(FileServer::OPTIONS);
