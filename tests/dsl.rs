@@ -7,8 +7,13 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
+use sockserve::concurrency::{AfterMessage, MessageHandler, Multiplex};
 use sockserve::prelude::*;
 use sockserve::server;
+use sockserve::transport::{Tls, TlsConfig};
+
+mod tls_support;
+mod util;
 
 /// Echoes every line back.
 #[server(
@@ -264,4 +269,81 @@ fn worker_listeners_reach_the_server_and_imply_reuse_port() {
     assert!(server.transport().socket().reuse_port().unwrap());
     let plain = ThreadingTcpServer::bind("127.0.0.1:0", TcpDefaults).unwrap();
     assert!(!plain.transport().socket().reuse_port().unwrap());
+}
+
+/// `tls` composes with the event-loop models: a multiplex server over TLS (the handshake on
+/// the worker) ...
+#[server(tcp, multiplex, tls, workers = 1)]
+struct MuxTlsEcho;
+
+impl ConnectionHandler<Tls<Tcp>> for MuxTlsEcho {
+    type Conn = ();
+
+    fn connected(&self, io: &mut ConnIo<'_, Tls<Tcp>>) -> io::Result<()> {
+        let sni = io.request().info().server_name.clone().unwrap_or_default();
+        io.write(format!("hello {sni}\n").as_bytes());
+        Ok(())
+    }
+
+    fn input(&self, _conn: &mut (), io: &mut ConnIo<'_, Tls<Tcp>>, input: &[u8]) -> io::Result<usize> {
+        io.write(input);
+        Ok(input.len())
+    }
+}
+
+/// ... and a pooled one over TLS on a Unix socket.
+#[server(unix_stream, pooled, tls, max_threads = 2)]
+struct PooledTlsEcho;
+
+impl MessageHandler<Tls<Unix>> for PooledTlsEcho {
+    fn handle(&self, req: &mut StreamRequest<'_, Tls<Unix>>) -> io::Result<AfterMessage> {
+        let mut line = String::new();
+        if req.rfile.read_line(&mut line)? == 0 {
+            return Ok(AfterMessage::Close);
+        }
+        let sni = req.request.info().server_name.as_deref().unwrap_or_default();
+        req.wfile.write_all(format!("{sni}: {line}").as_bytes())?;
+        Ok(AfterMessage::KeepOpen)
+    }
+}
+
+#[test]
+fn tls_composes_with_the_multiplex_and_pooled_models() {
+    use tls_support::{client_config, connect, round_trip, tcp, Ca};
+    let ca = Ca::new("dsl CA");
+    let leaf = ca.server();
+    let config = || {
+        TlsConfig::from_pem(leaf.cert.pem().as_bytes(), leaf.key.serialize_pem().as_bytes())
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let client = client_config(&ca, None, &[]);
+    let declared: TypeId = TypeId::of::<MuxTlsEchoServer>();
+    assert_eq!(declared, TypeId::of::<Server<Tls<Tcp>, Multiplex, MuxTlsEcho>>());
+
+    let server = MuxTlsEcho.bind(("127.0.0.1:0", config())).unwrap();
+    let addr = server.server_address();
+    std::thread::scope(|s| {
+        let serving = s.spawn(|| server.serve_forever());
+        let mut stream = connect(&client, tcp(addr)).unwrap();
+        assert_eq!(round_trip(&mut stream, "").unwrap(), "hello localhost\n");
+        assert_eq!(round_trip(&mut stream, "over tls\n").unwrap(), "over tls\n");
+        server.shutdown();
+        serving.join().unwrap().unwrap();
+    });
+
+    let dir = util::TempDir::new("dsl-tls");
+    let path = dir.path("pooled.sock");
+    let server = PooledTlsEcho.bind((path.clone(), config())).unwrap();
+    std::thread::scope(|s| {
+        let serving = s.spawn(|| server.serve_forever());
+        let sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut stream = connect(&client, sock).unwrap();
+        assert_eq!(round_trip(&mut stream, "one\n").unwrap(), "localhost: one\n");
+        assert_eq!(round_trip(&mut stream, "two\n").unwrap(), "localhost: two\n");
+        server.shutdown();
+        serving.join().unwrap().unwrap();
+    });
 }
