@@ -1,5 +1,5 @@
-//! TLS benchmark: sockserve's `Tls<Tcp>` (synchronous, threading, forking) against a
-//! tokio-rustls server with the same rustls configuration, measured in the same run.
+//! TLS benchmark: sockserve's `Tls<Tcp>` (synchronous, threading, forking, multiplex, pooled)
+//! against a tokio-rustls server with the same rustls configuration, measured in the same run.
 //!
 //! ```sh
 //! cargo bench --bench tls                       # every server, both workloads
@@ -26,9 +26,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockserve::concurrency::{Forking, Synchronous, Threading};
+use sockserve::concurrency::{
+    AfterMessage, Forking, MessageHandler, Multiplex, Pooled, Synchronous, Threading,
+};
 use sockserve::transport::{Tcp, Tls, TlsConfig};
-use sockserve::{Options, Server, StreamHandler, StreamRequest};
+use sockserve::{ConnIo, ConnectionHandler, Options, Server, StreamHandler, StreamRequest};
 
 const CONNS: usize = 8;
 const ROUNDS: usize = 5_000;
@@ -39,6 +41,8 @@ const SERVERS: &[&str] = &[
     "sockserve-sync",
     "sockserve-threading",
     "sockserve-forking",
+    "sockserve-multiplex",
+    "sockserve-pooled",
 ];
 
 struct Echo;
@@ -59,6 +63,34 @@ impl StreamHandler<Tls<Tcp>> for Echo {
     }
 }
 
+/// The multiplex model's echo: what arrives is written back.
+impl ConnectionHandler<Tls<Tcp>> for Echo {
+    type Conn = ();
+    fn connected(&self, _io: &mut ConnIo<'_, Tls<Tcp>>) -> io::Result<()> {
+        Ok(())
+    }
+    fn input(&self, _conn: &mut (), io: &mut ConnIo<'_, Tls<Tcp>>, input: &[u8]) -> io::Result<usize> {
+        io.write(input);
+        Ok(input.len())
+    }
+}
+
+/// The pooled model's echo: one message is what has arrived.
+impl MessageHandler<Tls<Tcp>> for Echo {
+    fn handle(&self, req: &mut StreamRequest<'_, Tls<Tcp>>) -> io::Result<AfterMessage> {
+        let n = {
+            let buf = req.rfile.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(AfterMessage::Close);
+            }
+            req.wfile.write_all(buf)?;
+            buf.len()
+        };
+        req.rfile.consume(n);
+        Ok(AfterMessage::KeepOpen)
+    }
+}
+
 fn serve(name: &str, cert: &str, key: &str) -> io::Result<()> {
     let config = TlsConfig::from_pem_files(cert, key)?.build()?;
     // TCP_NODELAY, as the tokio peer sets it.
@@ -75,6 +107,8 @@ fn serve(name: &str, cert: &str, key: &str) -> io::Result<()> {
         "sockserve-sync" => run!(Synchronous),
         "sockserve-threading" => run!(Threading),
         "sockserve-forking" => run!(Forking),
+        "sockserve-multiplex" => run!(Multiplex),
+        "sockserve-pooled" => run!(Pooled),
         "tokio-rustls" => serve_tokio(config.current()),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
