@@ -9,7 +9,8 @@
 //!   [`Unix`], [`UnixDgram`], or
 //!   your own [`Transport`](transport::Transport) (rows of a SQL table, say);
 //!   TLS over any stream transport is a layer, `transport::Tls<T>` (the `tls` feature, on
-//!   by default), whose handshake runs in the connection's prepare stage;
+//!   by default), whose handshake runs in the connection's prepare stage (on its thread or
+//!   child, or without blocking on a multiplex or pooled worker's event loop);
 //! - a **concurrency mix-in** ([`concurrency`]): how a request runs.
 //!   [`Synchronous`] (one at a time, in the serving thread),
 //!   [`Threading`] (a thread each),

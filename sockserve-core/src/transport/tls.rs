@@ -2,8 +2,9 @@
 //!
 //! [`Tls<T>`] wraps a stream transport ([`Tcp`](super::Tcp), [`Unix`](super::Unix), or your
 //! own): it accepts as `T` does, and runs the TLS handshake in the per-connection prepare
-//! stage ([`Transport::prepare`]), that is on the connection's own thread or child, never in
-//! the accept loop, and before `verify_request`. Handlers keep `rfile` and `wfile`, which
+//! stage ([`Transport::prepare`]), that is on the connection's own thread or child, or on a
+//! multiplex or pooled worker's event loop without blocking it
+//! ([`Transport::prepare_nowait`]), never in the accept loop, and before `verify_request`. Handlers keep `rfile` and `wfile`, which
 //! read and write plaintext; the connection ([`TlsStream`]) tells what the handshake found:
 //! the ALPN protocol, the SNI name and the client's certificate chain ([`TlsInfo`]), so
 //! `verify_request` can refuse a client by identity.
@@ -52,7 +53,11 @@
 //!   thread, as Python's do).
 //!
 //! The connection is driven sans-IO style (rustls' `ServerConnection` fed with
-//! `read_tls`/`write_tls` from the socket), so an event loop can drive it the same way.
+//! `read_tls`/`write_tls` from the socket). Threads and children wait on the socket; the
+//! multiplex and pooled models' workers drive the same state without waiting: the handshake
+//! through [`Transport::prepare_nowait`] (timed by the handshake timeout), records through
+//! [`Connection::read_nowait`] and its kind. A pooled server lends the whole `TlsStream` to
+//! its pool thread, so a message is read with blocking `rfile` reads as on a thread.
 
 use std::fmt;
 use std::fs;
