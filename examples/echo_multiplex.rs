@@ -12,6 +12,16 @@
 //! small state per connection and reacts to input. `--delay MS` holds each reply on a timer
 //! (a callback must not sleep: it would stall every connection of its worker).
 //! SIGTERM/SIGINT: stop accepting, send the replies in flight, exit 0.
+//!
+//! `--cert PEM --key PEM` serves the same protocol over TLS (`Server<Tls<Tcp>, Multiplex, _>`):
+//! each handshake is driven by the event loop without blocking it, before the connection's
+//! first callback. SIGHUP then reloads the certificate and key in place (as `echo_tls`);
+//! without TLS it hands the listening socket to a new process.
+//!
+//! ```sh
+//! cargo run --example echo_multiplex -- --cert cert.pem --key key.pem
+//! printf 'hello\n' | openssl s_client -quiet -connect 127.0.0.1:9000 -CAfile ca.pem
+//! ```
 
 #[path = "support/mod.rs"]
 mod support;
@@ -22,6 +32,7 @@ use std::time::Duration;
 
 use sockserve::prelude::*;
 use sockserve::server;
+use sockserve::transport::{Tls, Transport};
 
 /// The handler: the server-wide state is nothing; each connection's state is [`Held`].
 #[server(tcp, multiplex, idle_timeout = "300s")]
@@ -40,14 +51,15 @@ struct Held {
     discarding: bool,
 }
 
-impl ConnectionHandler<Tcp> for Echo {
+/// One handler for plain TCP and for TLS over TCP.
+impl<T: Transport> ConnectionHandler<T> for Echo {
     type Conn = Held;
 
-    fn connected(&self, _io: &mut ConnIo<'_, Tcp>) -> io::Result<Held> {
+    fn connected(&self, _io: &mut ConnIo<'_, T>) -> io::Result<Held> {
         Ok(Held::default())
     }
 
-    fn input(&self, held: &mut Held, io: &mut ConnIo<'_, Tcp>, input: &[u8]) -> io::Result<usize> {
+    fn input(&self, held: &mut Held, io: &mut ConnIo<'_, T>, input: &[u8]) -> io::Result<usize> {
         if held.discarding {
             return Ok(input.len());
         }
@@ -68,7 +80,7 @@ impl ConnectionHandler<Tcp> for Echo {
         Ok(consumed)
     }
 
-    fn read_closed(&self, held: &mut Held, io: &mut ConnIo<'_, Tcp>, rest: &[u8]) -> io::Result<()> {
+    fn read_closed(&self, held: &mut Held, io: &mut ConnIo<'_, T>, rest: &[u8]) -> io::Result<()> {
         // A last line without a newline is echoed too.
         if !rest.is_empty() && !held.discarding {
             reply(held, io, rest);
@@ -80,7 +92,7 @@ impl ConnectionHandler<Tcp> for Echo {
         Ok(())
     }
 
-    fn timer(&self, held: &mut Held, io: &mut ConnIo<'_, Tcp>) -> io::Result<()> {
+    fn timer(&self, held: &mut Held, io: &mut ConnIo<'_, T>) -> io::Result<()> {
         io.write(&std::mem::take(&mut held.replies));
         if held.eof || held.discarding {
             io.close();
@@ -90,7 +102,7 @@ impl ConnectionHandler<Tcp> for Echo {
 }
 
 /// Sends `line` back now, or when the `--delay` timer fires.
-fn reply(held: &mut Held, io: &mut ConnIo<'_, Tcp>, line: &[u8]) {
+fn reply<T: Transport>(held: &mut Held, io: &mut ConnIo<'_, T>, line: &[u8]) {
     let delay = support::delay();
     if delay.is_zero() {
         io.write(line);
@@ -102,7 +114,7 @@ fn reply(held: &mut Held, io: &mut ConnIo<'_, Tcp>, line: &[u8]) {
     held.replies.extend_from_slice(line);
 }
 
-fn too_long(held: &mut Held, io: &mut ConnIo<'_, Tcp>) {
+fn too_long<T: Transport>(held: &mut Held, io: &mut ConnIo<'_, T>) {
     io.write(&std::mem::take(&mut held.replies));
     io.write(b"error: line too long\n");
     io.shutdown_write();
@@ -118,14 +130,30 @@ const WORKERS: support::Opt = support::Opt {
 };
 
 const SPEC: support::Spec = support::Spec {
-    about: "Line echo over TCP, many connections per event-loop thread.",
+    about: "Line echo over TCP (or TLS), many connections per event-loop thread.",
     default_bind: "127.0.0.1:9000",
     bind_value: "HOST:PORT",
-    options: &[WORKERS],
+    options: &[
+        WORKERS,
+        support::Opt {
+            name: "cert",
+            value: Some("PEM"),
+            help: "serve TLS with this certificate chain (with --key; SIGHUP reloads both)",
+        },
+        support::Opt {
+            name: "key",
+            value: Some("PEM"),
+            help: "the private key of --cert",
+        },
+    ],
 };
 
 fn main() -> ExitCode {
-    support::run(&SPEC, |args| {
+    // With TLS, SIGHUP reloads the certificate in place (support::tls_config), not the process.
+    let tls = std::env::args().any(|a| a == "--cert" || a == "--key");
+    let graceful = sockserve::signals::Graceful::DEFAULT.reload(!tls);
+    let served = support::start_with(graceful).and_then(|stopper| {
+        let args = support::parse_args(&SPEC);
         let mut options = args.server_options(Echo::OPTIONS);
         if let Some(value) = args.value(WORKERS.name) {
             match value.parse::<usize>() {
@@ -136,7 +164,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        if tls {
+            let config = support::tls_config(args.value("cert"), args.value("key"), None, &[]);
+            let server: Server<Tls<Tcp>, Multiplex, Echo> =
+                Server::with_options((args.bind.as_str(), config), Echo, options)?;
+            return support::serve(server, stopper);
+        }
         // `--bind systemd`, or the socket handed over by a SIGHUP reload.
-        support::bind_declared(Echo, args, options)
-    })
+        support::serve(support::bind_declared(Echo, &args, options)?, stopper)
+    });
+    support::report(served)
 }

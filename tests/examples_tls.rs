@@ -173,6 +173,55 @@ fn socat_and_s_client_round_trip_over_tcp_and_a_unix_socket() {
     unix.stop_with(libc::SIGTERM);
 }
 
+/// The multiplex model over TLS (`echo_multiplex --cert --key`): the handshake driven by the
+/// event loop, with OpenSSL's client (TLS 1.3 and 1.2) and socat; a client that stalls its
+/// handshake on the one worker does not hold up the others.
+#[test]
+fn s_client_and_socat_round_trip_against_echo_multiplex_over_tls() {
+    let pki = pki("tls-multiplex");
+    let mut server = Server::start(
+        "echo_multiplex",
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--cert",
+            &pki.cert,
+            "--key",
+            &pki.key,
+        ],
+    );
+    // Connected, half a handshake at most: it waits on the worker, holding nothing up.
+    let mut stalled = std::net::TcpStream::connect(&server.addr).unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let args = s_client(&server.addr, &pki, &[]);
+    assert_eq!(
+        converse("openssl", &strs(&args), &["hello", "multiplexed"]),
+        some(&["hello", "multiplexed"])
+    );
+    let args = s_client(&server.addr, &pki, &["-tls1_2"]);
+    assert_eq!(
+        converse("openssl", &strs(&args), &["tls 1.2"]),
+        some(&["tls 1.2"])
+    );
+    let socat = [
+        "-t".to_string(),
+        "10".into(),
+        "-".into(),
+        format!(
+            "OPENSSL:{},cafile={},commonname=localhost",
+            server.addr, pki.ca_pem
+        ),
+    ];
+    let out = run_tool("socat", &strs(&socat), b"one\ntwo\n", IO_TIMEOUT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
+    drop(stalled);
+    assert_no_panic(&server);
+    server.stop_with(libc::SIGTERM);
+}
+
 /// A TCP listener on loopback whose one connection is copied both ways to the Unix socket
 /// `path`; returns its address.
 fn relay_to_unix(path: &str) -> String {
