@@ -11,6 +11,10 @@
 //!   them back, `ROUNDS` times (at most `LIMIT` seconds); round trips per second.
 //! - T2 handshakes: `CONNS` clients, each connecting `HANDSHAKES` times: TCP connect, full TLS
 //!   1.3 handshake (no resumption), one 64-byte round trip, close; connections per second.
+//! - T3 idle memory: `IDLE` TLS connections opened one after another (handshake and one round
+//!   trip each), then left idle; the growth of the server's resident memory (VmRSS) over the
+//!   same server with none, per connection, in KiB (lower is better). Not for `sockserve-sync`
+//!   (one connection at a time) nor `sockserve-forking` (a process each).
 //!
 //! Every server runs in a process of its own (this binary, `--serve NAME`); the clients are
 //! threads of this process, the same for every server. The certificate (ECDSA P-256) is
@@ -36,6 +40,7 @@ const CONNS: usize = 8;
 const ROUNDS: usize = 5_000;
 const HANDSHAKES: usize = 150;
 const LIMIT: Duration = Duration::from_secs(20);
+const IDLE: usize = 2_000;
 const SERVERS: &[&str] = &[
     "tokio-rustls",
     "sockserve-sync",
@@ -94,7 +99,12 @@ impl MessageHandler<Tls<Tcp>> for Echo {
 fn serve(name: &str, cert: &str, key: &str) -> io::Result<()> {
     let config = TlsConfig::from_pem_files(cert, key)?.build()?;
     // TCP_NODELAY, as the tokio peer sets it.
-    let options = Options::DEFAULT.max_children(256).disable_nagle_algorithm(true);
+    // Threads enough for T3's idle connections (threading holds one per connection; pooled
+    // starts them only for messages).
+    let options = Options::DEFAULT
+        .max_children(256)
+        .max_threads(Some(2 * IDLE))
+        .disable_nagle_algorithm(true);
     macro_rules! run {
         ($c:ty) => {{
             let server: Server<Tls<Tcp>, $c, Echo> =
@@ -134,7 +144,8 @@ fn serve_tokio(config: Arc<rustls::ServerConfig>) -> io::Result<()> {
                 let Ok(mut tls) = acceptor.accept(sock).await else {
                     return;
                 };
-                let mut buf = vec![0u8; 16 * 1024];
+                // 4 KiB: ample for 64-byte messages, and the per-connection memory T3 counts.
+                let mut buf = vec![0u8; 4 * 1024];
                 loop {
                     match tls.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
@@ -154,6 +165,7 @@ fn serve_tokio(config: Arc<rustls::ServerConfig>) -> io::Result<()> {
 struct Running {
     child: Child,
     addr: String,
+    name: String,
 }
 
 impl Drop for Running {
@@ -178,7 +190,11 @@ fn start(name: &str, cert: &str, key: &str) -> Running {
         .strip_prefix("listening on ")
         .expect("listening line")
         .to_string();
-    Running { child, addr }
+    Running {
+        child,
+        addr,
+        name: name.to_string(),
+    }
 }
 
 fn client(
@@ -189,6 +205,56 @@ fn client(
     sock.set_nodelay(true)?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;
     tls_support::connect(config, sock)
+}
+
+/// Lifts the soft descriptor limit to the hard one (T3 holds thousands of connections).
+fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+/// The server's resident memory (VmRSS), bytes.
+fn rss(server: &Running) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// T3: KiB of server memory per idle TLS connection.
+fn idle_memory(server: &Running, config: &Arc<rustls::ClientConfig>) -> f64 {
+    let name = server.name.as_str();
+    if matches!(name, "sockserve-sync" | "sockserve-forking") {
+        return f64::NAN;
+    }
+    let payload = [b'z'; 64];
+    // One connection first, so that what every server makes once (its workers, a thread
+    // pool, the runtime's buffers) is in the baseline.
+    let mut warm = client(&server.addr, config).expect("connect");
+    round_trip(&mut warm, &payload).expect("round trip");
+    thread::sleep(Duration::from_millis(300));
+    let before = rss(server);
+    let mut open = Vec::with_capacity(IDLE);
+    let start = Instant::now();
+    while open.len() < IDLE && start.elapsed() < LIMIT {
+        let mut stream = client(&server.addr, config).expect("connect");
+        round_trip(&mut stream, &payload).expect("round trip");
+        open.push(stream);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let after = rss(server);
+    let per = after.saturating_sub(before) as f64 / open.len() as f64 / 1024.0;
+    drop(open);
+    per
 }
 
 fn round_trip(stream: &mut impl ReadWrite, payload: &[u8; 64]) -> io::Result<()> {
@@ -202,7 +268,8 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// T1: round trips per second over `CONNS` long-lived connections.
-fn ping_pong(addr: &str, config: &Arc<rustls::ClientConfig>) -> f64 {
+fn ping_pong(server: &Running, config: &Arc<rustls::ClientConfig>) -> f64 {
+    let addr = server.addr.as_str();
     let start = Instant::now();
     let done: usize = thread::scope(|s| {
         let workers: Vec<_> = (0..CONNS)
@@ -227,7 +294,8 @@ fn ping_pong(addr: &str, config: &Arc<rustls::ClientConfig>) -> f64 {
 }
 
 /// T2: new connections (handshake + one round trip) per second.
-fn handshakes(addr: &str, config: &Arc<rustls::ClientConfig>) -> f64 {
+fn handshakes(server: &Running, config: &Arc<rustls::ClientConfig>) -> f64 {
+    let addr = server.addr.as_str();
     let start = Instant::now();
     let done: usize = thread::scope(|s| {
         let workers: Vec<_> = (0..CONNS)
@@ -258,6 +326,7 @@ fn main() {
             .position(|a| a == k)
             .and_then(|i| args.get(i + 1).cloned())
     };
+    raise_nofile();
     if let Some(name) = get("--serve") {
         let (cert, key) = (get("--cert").unwrap(), get("--key").unwrap());
         if let Err(e) = serve(&name, &cert, &key) {
@@ -269,7 +338,7 @@ fn main() {
     let servers: Vec<String> = get("--servers")
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_else(|| SERVERS.iter().map(|s| s.to_string()).collect());
-    let workloads = get("--workloads").unwrap_or_else(|| "1,2".into());
+    let workloads = get("--workloads").unwrap_or_else(|| "1,2,3".into());
 
     let dir = std::env::temp_dir().join(format!("sockserve-tls-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -284,14 +353,19 @@ fn main() {
     config.resumption = rustls::client::Resumption::disabled();
     let config = Arc::new(config);
 
-    println!("TLS bench: {CONNS} clients; T1 {ROUNDS} round trips of 64 B each; T2 {HANDSHAKES} connections each (TLS 1.3, ECDSA P-256, no resumption)");
+    println!("TLS bench: {CONNS} clients; T1 {ROUNDS} round trips of 64 B each; T2 {HANDSHAKES} connections each (TLS 1.3, ECDSA P-256, no resumption); T3 {IDLE} idle connections");
     for (id, label, run) in [
         (
             "1",
             "T1 ping-pong (round trips/s)",
-            ping_pong as fn(&str, &Arc<rustls::ClientConfig>) -> f64,
+            ping_pong as fn(&Running, &Arc<rustls::ClientConfig>) -> f64,
         ),
         ("2", "T2 handshakes (connections/s)", handshakes),
+        (
+            "3",
+            "T3 idle memory (KiB per connection, lower is better)",
+            idle_memory,
+        ),
     ] {
         if !workloads.split(',').any(|w| w == id) {
             continue;
@@ -300,13 +374,22 @@ fn main() {
         let mut reference = None;
         for name in &servers {
             let server = start(name, &cert, &key);
-            let rate = run(&server.addr, &config);
+            let rate = run(&server, &config);
             drop(server);
+            if rate.is_nan() {
+                println!("  {name:<22} {:>10}", "-");
+                continue;
+            }
             if name == "tokio-rustls" {
                 reference = Some(rate);
             }
             let ratio = reference.map_or(String::from("-"), |r| format!("{:.2}x", rate / r));
-            println!("  {name:<22} {rate:>10.0}   vs tokio-rustls {ratio}");
+            let shown = if id == "3" {
+                format!("{rate:>10.1}")
+            } else {
+                format!("{rate:>10.0}")
+            };
+            println!("  {name:<22} {shown}   vs tokio-rustls {ratio}");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -663,41 +663,55 @@ impl<S: Connection> TlsStream<S> {
         Ok(true)
     }
 
-    /// Hands the pending raw bytes to rustls and processes them. Stops early (keeping the
-    /// rest) when rustls' plaintext buffer is full; the reader drains it first.
-    fn feed(&self, state: &mut State) -> io::Result<()> {
-        let mut input = &state.pending[..];
+    /// Hands `input` to rustls and processes it; returns how much it took, which is less than
+    /// all when rustls' plaintext buffer is full (the reader drains it first).
+    fn feed_from(&self, conn: &mut ServerConnection, input: &[u8]) -> io::Result<usize> {
+        let mut rest = input;
         let mut failed = None;
-        while !input.is_empty() {
-            if let Err(e) = state.conn.read_tls(&mut input) {
+        while !rest.is_empty() {
+            if let Err(e) = conn.read_tls(&mut rest) {
                 failed = Some(e);
                 break;
             }
-            if let Err(e) = state.conn.process_new_packets() {
+            if let Err(e) = conn.process_new_packets() {
                 // Tell the peer why (an alert), if its socket takes it now: never wait on a
                 // peer that misbehaves (an event loop must not, and a thread need not).
-                let _ = self.flush_tls_nowait(&mut state.conn);
+                let _ = self.flush_tls_nowait(conn);
                 return Err(tls_error(e));
             }
         }
-        let consumed = state.pending.len() - input.len();
-        state.pending.drain(..consumed);
+        let consumed = input.len() - rest.len();
         match failed {
             // The plaintext buffer is full: the rest waits until the reader drained it.
             Some(_)
-                if state
-                    .conn
+                if conn
                     .process_new_packets()
                     .is_ok_and(|s| s.plaintext_bytes_to_read() > 0) =>
             {
-                Ok(())
+                Ok(consumed)
             }
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(consumed),
         }
     }
 
-    /// Reads raw bytes into `state.pending` (the socket's end: rustls is told).
+    /// Hands the pending raw bytes to rustls, keeping what it does not take yet.
+    fn feed(&self, state: &mut State) -> io::Result<()> {
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        let consumed = self.feed_from(&mut state.conn, &state.pending)?;
+        state.pending.drain(..consumed);
+        if state.pending.is_empty() {
+            // Held only while rustls' plaintext buffer was full: an idle connection keeps no
+            // raw buffer.
+            state.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Reads raw bytes from the socket and hands them to rustls (what it does not take yet
+    /// waits in `state.pending`); at the socket's end rustls is told.
     fn read_raw(&self, state: &mut State) -> io::Result<usize> {
         self.read_raw_with(state, |sock, buf| sock.reader().read(buf))
     }
@@ -707,21 +721,42 @@ impl<S: Connection> TlsStream<S> {
         self.read_raw_with(state, |sock, buf| sock.read_nowait(buf))
     }
 
+    /// Reads into the thread's raw buffer (shared by every connection a worker or thread
+    /// serves, so a connection holds no read buffer of its own between reads), then feeds.
     fn read_raw_with(
         &self,
         state: &mut State,
         read: impl FnOnce(&S, &mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        let start = state.pending.len();
-        state.pending.resize(start + RAW_READ, 0);
-        let read = read(&self.sock, &mut state.pending[start..]);
-        state.pending.truncate(start + *read.as_ref().unwrap_or(&0));
-        let n = read?;
-        if n == 0 {
-            let _ = state.conn.read_tls(&mut io::empty());
-            state.conn.process_new_packets().map_err(tls_error)?;
+        thread_local! {
+            static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        Ok(n)
+        RAW.with(|raw| {
+            // Never re-entered (rustls calls nothing of ours); a fresh buffer if it were.
+            let mut own = Vec::new();
+            let mut borrowed = raw.try_borrow_mut();
+            let buf = match borrowed.as_deref_mut() {
+                Ok(buf) => buf,
+                Err(_) => &mut own,
+            };
+            if buf.len() < RAW_READ {
+                buf.resize(RAW_READ, 0);
+            }
+            let n = read(&self.sock, &mut buf[..RAW_READ])?;
+            if n == 0 {
+                let _ = state.conn.read_tls(&mut io::empty());
+                state.conn.process_new_packets().map_err(tls_error)?;
+                return Ok(0);
+            }
+            if state.pending.is_empty() {
+                let took = self.feed_from(&mut state.conn, &buf[..n])?;
+                state.pending.extend_from_slice(&buf[took..n]);
+            } else {
+                state.pending.extend_from_slice(&buf[..n]);
+                self.feed(state)?;
+            }
+            Ok(n)
+        })
     }
 
     /// Runs the handshake within the handshake timeout (the whole of it), then records what
