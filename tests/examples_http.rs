@@ -778,8 +778,11 @@ fn http_pooled_keeps_alive_only_when_it_can() {
     server_alive_and_clean(server);
 }
 
+/// `--pooled` takes `--tls-cert`/`--tls-key` (HTTPS keep-alive; served in
+/// `examples_tls.rs`); a certificate file that cannot be read ends it at once, with status 2
+/// and the file named.
 #[test]
-fn http_pooled_is_plain_http_only() {
+fn http_pooled_with_an_unreadable_certificate_exits_2() {
     let out = run_tool(
         example("http_server").to_str().unwrap(),
         &[
@@ -787,15 +790,15 @@ fn http_pooled_is_plain_http_only() {
             "127.0.0.1:0",
             "--pooled",
             "--tls-cert",
-            "c.pem",
+            "no-such-cert.pem",
             "--tls-key",
-            "k.pem",
+            "no-such-key.pem",
         ],
         b"",
         IO_TIMEOUT,
     );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--pooled"), "{err}");
+    assert!(err.contains("no-such-cert.pem"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
