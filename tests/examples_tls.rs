@@ -326,56 +326,63 @@ fn sighup_reloads_the_certificate_for_new_connections_only() {
     server.stop_with(libc::SIGTERM);
 }
 
+/// `http_server` over HTTPS (with `extra` flags) serving `files` (name, contents) from a
+/// directory of its own; returns the server and its port.
+fn https_server(pki: &Pki, extra: &[&str], files: &[(&str, &str)]) -> (Server, String) {
+    let www = pki.dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    for (name, text) in files {
+        std::fs::write(www.join(name), text).unwrap();
+    }
+    let mut args = extra.to_vec();
+    args.extend([
+        "--bind",
+        "127.0.0.1:0",
+        "--directory",
+        www.to_str().unwrap(),
+        "--tls-cert",
+        &pki.cert,
+        "--tls-key",
+        &pki.key,
+    ]);
+    let server = Server::start("http_server", &args);
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    (server, port)
+}
+
+/// `curl` with `args` then `urls` (bounded by 10 s); `trusting` adds the test CA and the
+/// `localhost` name for `port`.
+fn curl(pki: &Pki, port: &str, trusting: bool, args: &[&str], urls: &[String]) -> std::process::Output {
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let mut all = vec!["--silent", "--max-time", "10"];
+    if trusting {
+        all.extend(["--cacert", &pki.ca_pem]);
+    }
+    all.extend(["--resolve", &resolve]);
+    all.extend(args);
+    all.extend(urls.iter().map(String::as_str));
+    run_tool("curl", &all, b"", IO_TIMEOUT)
+}
+
 /// `http_server --pooled` over HTTPS: the handshake on the event loop, and keep-alive: curl
 /// fetches two files over one TLS connection (its second transfer makes no new connection),
 /// parked in the event loop between them.
 #[test]
 fn curl_keeps_one_https_connection_for_two_files_from_the_pooled_http_server() {
     let pki = pki("tls-https-pooled");
-    let www = pki.dir.join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("a.txt"), "first over https\n").unwrap();
-    std::fs::write(www.join("b.txt"), "second over https\n").unwrap();
-    let mut server = Server::start(
-        "http_server",
-        &[
-            "--pooled",
-            "--bind",
-            "127.0.0.1:0",
-            "--directory",
-            www.to_str().unwrap(),
-            "--tls-cert",
-            &pki.cert,
-            "--tls-key",
-            &pki.key,
-        ],
-    );
-    let port = server.addr.rsplit(':').next().unwrap().to_string();
-    let resolve = format!("localhost:{port}:127.0.0.1");
+    let files = [("a.txt", "first over https\n"), ("b.txt", "second over https\n")];
+    let (mut server, port) = https_server(&pki, &["--pooled"], &files);
     let (a, b) = (
         format!("https://localhost:{port}/a.txt"),
         format!("https://localhost:{port}/b.txt"),
     );
-    let out = run_tool(
-        "curl",
-        &[
-            "--silent",
-            "--show-error",
-            "--fail",
-            "--max-time",
-            "10",
-            "--cacert",
-            &pki.ca_pem,
-            "--resolve",
-            &resolve,
-            "--write-out",
-            "[connects=%{num_connects} alpn=%{http_version}]\n",
-            &a,
-            &b,
-        ],
-        b"",
-        IO_TIMEOUT,
-    );
+    let counted = [
+        "--show-error",
+        "--fail",
+        "--write-out",
+        "[connects=%{num_connects} alpn=%{http_version}]\n",
+    ];
+    let out = curl(&pki, &port, true, &counted, &[a, b.clone()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -383,34 +390,15 @@ fn curl_keeps_one_https_connection_for_two_files_from_the_pooled_http_server() {
         "the second file comes over the first connection"
     );
     // Plain HTTP on the HTTPS port gets no page, and the server goes on.
-    let out = run_tool(
-        "curl",
-        &[
-            "--silent",
-            "--max-time",
-            "10",
-            &format!("http://127.0.0.1:{port}/a.txt"),
-        ],
-        b"",
-        IO_TIMEOUT,
+    let out = curl(
+        &pki,
+        &port,
+        false,
+        &[],
+        &[format!("http://127.0.0.1:{port}/a.txt")],
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("over https"));
-    let out = run_tool(
-        "curl",
-        &[
-            "--silent",
-            "--fail",
-            "--max-time",
-            "10",
-            "--cacert",
-            &pki.ca_pem,
-            "--resolve",
-            &resolve,
-            &b,
-        ],
-        b"",
-        IO_TIMEOUT,
-    );
+    let out = curl(&pki, &port, true, &["--fail"], &[b]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "second over https\n");
     assert_no_panic(&server);
     server.stop_with(libc::SIGTERM);
@@ -419,64 +407,28 @@ fn curl_keeps_one_https_connection_for_two_files_from_the_pooled_http_server() {
 #[test]
 fn curl_fetches_a_file_over_https_from_http_server() {
     let pki = pki("tls-https");
-    let www = pki.dir.join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("hello.txt"), "hello over https\n").unwrap();
-    let mut server = Server::start(
-        "http_server",
-        &[
-            "--bind",
-            "127.0.0.1:0",
-            "--directory",
-            www.to_str().unwrap(),
-            "--tls-cert",
-            &pki.cert,
-            "--tls-key",
-            &pki.key,
-        ],
-    );
-    let port = server.addr.rsplit(':').next().unwrap().to_string();
-    let resolve = format!("localhost:{port}:127.0.0.1");
+    let (mut server, port) = https_server(&pki, &[], &[("hello.txt", "hello over https\n")]);
     let url = format!("https://localhost:{port}/hello.txt");
-    let out = run_tool(
-        "curl",
-        &[
-            "--silent",
-            "--show-error",
-            "--fail",
-            "--max-time",
-            "10",
-            "--cacert",
-            &pki.ca_pem,
-            "--resolve",
-            &resolve,
-            &url,
-        ],
-        b"",
-        IO_TIMEOUT,
+    let out = curl(
+        &pki,
+        &port,
+        true,
+        &["--show-error", "--fail"],
+        std::slice::from_ref(&url),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over https\n");
     // Plain HTTP on the HTTPS port gets no page.
-    let out = run_tool(
-        "curl",
-        &[
-            "--silent",
-            "--max-time",
-            "10",
-            &format!("http://127.0.0.1:{port}/hello.txt"),
-        ],
-        b"",
-        IO_TIMEOUT,
+    let out = curl(
+        &pki,
+        &port,
+        false,
+        &[],
+        &[format!("http://127.0.0.1:{port}/hello.txt")],
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("hello over https"));
     // And a client that does not trust the CA is refused by curl itself.
-    let out = run_tool(
-        "curl",
-        &["--silent", "--max-time", "10", "--resolve", &resolve, &url],
-        b"",
-        IO_TIMEOUT,
-    );
+    let out = curl(&pki, &port, false, &[], &[url]);
     assert!(!out.status.success());
     assert_no_panic(&server);
     server.stop_with(libc::SIGTERM);
