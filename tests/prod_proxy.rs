@@ -1,7 +1,8 @@
 //! `transport::Proxied` composes with another preparing transport: the PROXY header is read
 //! from the raw socket first, then the inner transport's own prepare stage runs (a TLS
 //! handshake in real life; here a toy `HELLO`/`OK` handshake), then `verify_request` sees the
-//! original client and the handler the proxy as the connection's peer.
+//! original client and the handler the proxy as the connection's peer. On the multiplex and
+//! pooled models the header is read on the worker's event loop as it arrives, never waiting.
 
 mod util;
 
@@ -10,9 +11,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::BorrowedFd;
 use std::sync::Mutex;
 
-use sockserve::concurrency::Threading;
+use sockserve::concurrency::{
+    AfterMessage, Concurrency, MessageHandler, Multiplex, Pooled, ProcessRequest, Threading,
+};
 use sockserve::prelude::*;
 use sockserve::transport::{Proxied, ProxyProtocol, StreamKind, StreamTransport, Transport};
+use sockserve::{ConnIo, ConnectionHandler};
 use util::{Running, LIMIT};
 
 /// TCP whose connections start with `HELLO\n`, answered `OK\n` in `prepare`.
@@ -140,7 +144,7 @@ fn proxy_header_then_inner_handshake_then_verify_with_the_original_client() {
 fn a_stalled_proxy_header_is_given_up() {
     let options = Options::DEFAULT.proxy_protocol(ProxyProtocol::Any);
     let server: Server<Proxied<Tcp>, Threading, Echo> =
-        Server::with_options("127.0.0.1:0", Echo, options).unwrap();
+        Server::with_options("127.0.0.1:0", Echo::default(), options).unwrap();
     let address = server.server_address();
     let _running = Running::start(server);
     let mut stream = TcpStream::connect(address).unwrap();
@@ -156,7 +160,12 @@ fn a_stalled_proxy_header_is_given_up() {
     assert_eq!(reply, "192.0.2.1:5 hi\n");
 }
 
-struct Echo;
+/// Answers one line with the client's address; the same as a stream handler (threading), a
+/// connection handler (multiplex) and a message handler (pooled).
+#[derive(Default)]
+struct Echo {
+    errors: Mutex<Vec<String>>,
+}
 
 impl StreamHandler<Proxied<Tcp>> for Echo {
     fn handle(&self, req: &mut StreamRequest<'_, Proxied<Tcp>>) -> io::Result<()> {
@@ -164,4 +173,106 @@ impl StreamHandler<Proxied<Tcp>> for Echo {
         req.rfile.read_line(&mut line)?;
         write!(req.wfile, "{} {line}", req.client_address)
     }
+}
+
+impl ConnectionHandler<Proxied<Tcp>> for Echo {
+    type Conn = ();
+    fn connected(&self, _io: &mut ConnIo<'_, Proxied<Tcp>>) -> io::Result<()> {
+        Ok(())
+    }
+    fn input(&self, _conn: &mut (), io: &mut ConnIo<'_, Proxied<Tcp>>, input: &[u8]) -> io::Result<usize> {
+        let Some(end) = input.iter().position(|&b| b == b'\n') else {
+            return Ok(0);
+        };
+        let reply = format!(
+            "{} {}",
+            io.client_address(),
+            String::from_utf8_lossy(&input[..=end])
+        );
+        io.write(reply.as_bytes());
+        io.close();
+        Ok(end + 1)
+    }
+    fn handle_error(&self, _: &SocketAddr, error: &RequestError) {
+        self.errors.lock().unwrap().push(error.to_string());
+    }
+}
+
+impl MessageHandler<Proxied<Tcp>> for Echo {
+    fn handle(&self, req: &mut StreamRequest<'_, Proxied<Tcp>>) -> io::Result<AfterMessage> {
+        StreamHandler::handle(self, req)?;
+        Ok(AfterMessage::Close)
+    }
+    fn handle_error(&self, _: &SocketAddr, error: &RequestError) {
+        self.errors.lock().unwrap().push(error.to_string());
+    }
+}
+
+/// The PROXY header on an event loop: a header that stalls holds up nobody and is given up
+/// at `HEADER_TIMEOUT`; one that arrives in pieces is put together; the client's first bytes
+/// after it are the handler's; a connection without a header is refused through
+/// `handle_error`.
+fn header_on_the_event_loop<C>()
+where
+    C: Concurrency + ProcessRequest<Proxied<Tcp>, Echo> + Send + Sync,
+{
+    let options = Options::DEFAULT
+        .proxy_protocol(ProxyProtocol::Any)
+        .workers(Some(1));
+    let server: Server<Proxied<Tcp>, C, Echo> =
+        Server::with_options("127.0.0.1:0", Echo::default(), options).unwrap();
+    let address = server.server_address();
+    let running = Running::start(server);
+    let mut stalled = TcpStream::connect(address).unwrap();
+    stalled.write_all(b"PROXY TCP4 ").unwrap();
+    // Meanwhile, on the same worker: v1 in pieces, v2 with the request in the same write.
+    let mut pieces = TcpStream::connect(address).unwrap();
+    pieces.set_read_timeout(Some(LIMIT)).unwrap();
+    for piece in [
+        &b"PROXY TCP4 192.0"[..],
+        b".2.9 127.0.0.1 4000 9000\r",
+        b"\nin pieces\n",
+    ] {
+        pieces.write_all(piece).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    let mut reply = String::new();
+    pieces.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "192.0.2.9:4000 in pieces\n");
+    let mut v2_request = v2([198, 51, 100, 7], 7000);
+    v2_request.extend_from_slice(b"right after\n");
+    let (reply, _) = talk(address, &v2_request);
+    assert_eq!(reply, "198.51.100.7:7000 right after\n");
+    // No header: refused, reported, nothing answered.
+    let (reply, _) = talk(address, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(reply, "");
+    let handler = running.server.handler();
+    assert!(util::eventually(LIMIT, || handler
+        .errors
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.contains("does not start with a PROXY protocol header"))));
+    // The stalled one is closed at the header timeout, without a reply.
+    stalled
+        .set_read_timeout(Some(sockserve::transport::HEADER_TIMEOUT + LIMIT))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(stalled.read_to_end(&mut rest).unwrap_or(0), 0);
+    assert!(util::eventually(LIMIT, || handler
+        .errors
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.contains("not done within 5s"))));
+}
+
+#[test]
+fn the_header_is_read_on_the_multiplex_event_loop() {
+    header_on_the_event_loop::<Multiplex>();
+}
+
+#[test]
+fn the_header_is_read_on_the_pooled_event_loop() {
+    header_on_the_event_loop::<Pooled>();
 }

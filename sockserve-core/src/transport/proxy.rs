@@ -177,6 +177,94 @@ fn read_header(
     ))
 }
 
+/// How long the PROXY header at the start of `seen` (what has arrived so far) is: `None`
+/// while it is incomplete; an error as soon as `seen` cannot be the start of a header
+/// `accepted` allows.
+fn header_length(seen: &[u8], accepted: ProxyProtocol) -> io::Result<Option<usize>> {
+    let starts = |prefix: &[u8]| {
+        let n = seen.len().min(prefix.len());
+        seen[..n] == prefix[..n]
+    };
+    if !seen.is_empty() && starts(V2_SIGNATURE) {
+        if !accepted.accepts_v2() {
+            return Err(invalid("a PROXY v2 header where v1 is expected"));
+        }
+        if seen.len() < 16 {
+            return Ok(None);
+        }
+        let length = 16 + usize::from(u16::from_be_bytes([seen[14], seen[15]]));
+        if length > MAX_HEADER {
+            return Err(invalid(format!(
+                "a PROXY v2 header of {length} bytes (at most {MAX_HEADER})"
+            )));
+        }
+        return Ok((seen.len() >= length).then_some(length));
+    }
+    if !seen.is_empty() && starts(b"PROXY ") {
+        if !accepted.accepts_v1() {
+            return Err(invalid("a PROXY v1 header where v2 is expected"));
+        }
+        let window = &seen[..seen.len().min(V1_MAX)];
+        if let Some(end) = window.windows(2).position(|w| w == b"\r\n") {
+            return Ok(Some(end + 2));
+        }
+        if seen.len() >= V1_MAX {
+            return Err(invalid(format!("a PROXY v1 header longer than {V1_MAX} bytes")));
+        }
+        return Ok(None);
+    }
+    if seen.is_empty() {
+        return Ok(None);
+    }
+    Err(invalid(
+        "the connection does not start with a PROXY protocol header",
+    ))
+}
+
+/// [`read_proxy_header`] for an event loop: looks at what has arrived without taking it
+/// (`MSG_PEEK`) and, once a whole header has, takes exactly the header (nothing after it);
+/// `Ok(None)` while the header is incomplete. Never waits.
+fn take_proxy_header_nowait(
+    fd: BorrowedFd<'_>,
+    accepted: ProxyProtocol,
+) -> io::Result<Option<Option<SocketAddr>>> {
+    let ended = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection ended before its PROXY header did",
+        )
+    };
+    let mut buf = [0u8; MAX_HEADER];
+    let seen = match crate::sys::peek_nowait(fd, &mut buf) {
+        Ok(0) => return Err(ended()),
+        Ok(n) => n,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(length) = header_length(&buf[..seen], accepted)? else {
+        return Ok(None);
+    };
+    // The whole header has arrived: taking it does not wait.
+    let mut taken = 0;
+    while taken < length {
+        match crate::sys::recv_nowait(fd, &mut buf[taken..length]) {
+            Ok(0) => return Err(ended()),
+            Ok(n) => taken += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let header = &buf[..length];
+    let original = if header.starts_with(V2_SIGNATURE) {
+        parse_v2(header)?
+    } else {
+        parse_v1(header)?
+    };
+    Ok(Some(original))
+}
+
 /// Parses a complete v1 header (`PROXY TCP4 SRC DST SPORT DPORT\r\n`).
 fn parse_v1(header: &[u8]) -> io::Result<Option<SocketAddr>> {
     let parsed =
@@ -283,6 +371,39 @@ where
         }
         Ok(())
     }
+    /// The header on a multiplex or pooled worker, read as it arrives without waiting.
+    /// Not over a transport that prepares too (`Proxied<Tls<..>>`): the header and the inner
+    /// stage in turn would need a record of where the connection is, which the request type
+    /// does not keep; such a server runs on threads or children (an `Unsupported` error per
+    /// connection otherwise).
+    fn prepare_nowait(
+        &self,
+        request: &mut Self::Request,
+        client_address: &mut SocketAddr,
+    ) -> io::Result<bool> {
+        if T::PREPARES {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a PROXY header before another prepare stage (Proxied<Tls<..>>) is read on \
+                 threads or children, not on an event loop",
+            ));
+        }
+        if self.accepted == ProxyProtocol::Off {
+            return Ok(true);
+        }
+        match take_proxy_header_nowait(request.as_fd(), self.accepted)? {
+            None => Ok(false),
+            Some(original) => {
+                if let Some(original) = original {
+                    *client_address = original;
+                }
+                Ok(true)
+            }
+        }
+    }
+    fn prepare_timeout(&self) -> Duration {
+        HEADER_TIMEOUT
+    }
 }
 
 impl<T> StreamTransport for Proxied<T>
@@ -303,6 +424,44 @@ mod tests {
         assert_eq!(parse_v1(b"PROXY UNKNOWN\r\n").unwrap(), None);
         let a = parse_v1(b"PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n").unwrap();
         assert_eq!(a, Some("[2001:db8::1]:1".parse().unwrap()));
+    }
+
+    #[test]
+    fn header_length_waits_for_a_whole_header_and_refuses_early() {
+        let v1 = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\nHELLO";
+        let end = v1.len() - 5;
+        for cut in 0..end {
+            assert_eq!(
+                header_length(&v1[..cut], ProxyProtocol::Any).unwrap(),
+                None,
+                "{cut}"
+            );
+        }
+        assert_eq!(header_length(v1, ProxyProtocol::V1).unwrap(), Some(end));
+        let mut v2 = V2_SIGNATURE.to_vec();
+        v2.extend_from_slice(&[
+            0x21, 0x11, 0, 12, 10, 0, 0, 9, 127, 0, 0, 1, 0x9c, 0x40, 0x01, 0xbb,
+        ]);
+        v2.extend_from_slice(b"data");
+        for cut in 0..28 {
+            assert_eq!(
+                header_length(&v2[..cut], ProxyProtocol::V2).unwrap(),
+                None,
+                "{cut}"
+            );
+        }
+        assert_eq!(header_length(&v2, ProxyProtocol::Any).unwrap(), Some(28));
+        // Wrong version, not a header, too long: known before the rest arrives.
+        assert!(header_length(b"PRO", ProxyProtocol::V2).is_err());
+        assert!(header_length(b"PROXY ", ProxyProtocol::V2).is_err());
+        assert!(header_length(&v2[..3], ProxyProtocol::V1).is_err());
+        assert!(header_length(b"GET / HTTP/1.1\r\n", ProxyProtocol::Any).is_err());
+        assert!(header_length(&[0x16, 0x03, 0x01], ProxyProtocol::Any).is_err());
+        let long = [b"PROXY ".as_slice(), &[b'1'; 120]].concat();
+        assert!(header_length(&long, ProxyProtocol::V1).is_err());
+        let mut huge = V2_SIGNATURE.to_vec();
+        huge.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+        assert!(header_length(&huge, ProxyProtocol::V2).is_err());
     }
 
     #[test]

@@ -1,0 +1,4 @@
+#[sockserve::server(tcp, multiplex, tls, proxy_protocol = "v2")]
+struct Echo;
+
+fn main() {}
