@@ -410,6 +410,40 @@ fn reload<C: Model>() {
     assert_eq!(round_trip(&mut live, "still here\n").unwrap(), "still here\n");
 }
 
+/// TLS with `worker_listeners`: each worker accepts on a TLS listener of its own (the
+/// server's and two workers': three sockets listening on the port), shakes hands on its event
+/// loop, then runs `verify_request`: clients are served, and "eve" is refused on whichever
+/// listener took her.
+#[test]
+fn worker_listeners_accept_tls_on_every_worker() {
+    let pki = pki(Some(false));
+    let options = options().workers(Some(2)).worker_listeners(true);
+    let server: Server<Tls<Tcp>, Multiplex, Echo> =
+        Server::with_options(("127.0.0.1:0", pki.config.clone()), Echo::default(), options).unwrap();
+    let addr = server.server_address();
+    let _running = Running::start(server);
+    assert!(eventually(LIMIT, || util::listening(addr) == 3));
+    let anonymous = client_config(&pki.ca, None, &[]);
+    for i in 0..40 {
+        let mut stream = connect(&anonymous, tcp(addr)).unwrap();
+        let line = format!("line {i}\n");
+        assert_eq!(round_trip(&mut stream, &line).unwrap(), line);
+        assert_eq!(
+            round_trip(&mut stream, "who\n").unwrap(),
+            "alpn= sni=localhost cn=-\n"
+        );
+    }
+    let eve = pki.ca.client("eve");
+    let eve = client_config(&pki.ca, Some(&eve), &[]);
+    for _ in 0..10 {
+        let reply = connect(&eve, tcp(addr)).and_then(|mut s| round_trip(&mut s, "hi\n"));
+        assert!(
+            reply.as_deref().is_ok_and(str::is_empty) || reply.is_err(),
+            "{reply:?}"
+        );
+    }
+}
+
 trait FromPem {
     fn from_pem_slice_der(pem: &[u8]) -> Self;
 }

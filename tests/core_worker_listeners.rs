@@ -21,7 +21,7 @@ use sockserve::prelude::*;
 use sockserve::transport::Tcp;
 use sockserve::{PooledTcpServer, RequestError, StreamRequest};
 
-use util::eventually;
+use util::{eventually, listening};
 
 const LIMIT: Duration = Duration::from_secs(10);
 const WORKERS: usize = 2;
@@ -152,28 +152,6 @@ impl Drop for Serving {
 
 fn options() -> Options {
     Options::DEFAULT.workers(Some(WORKERS)).worker_listeners(true)
-}
-
-/// Sockets listening on `address` (IPv4), from `/proc/net/tcp`: the server's own and its
-/// workers'.
-fn listening(address: SocketAddr) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let SocketAddr::V4(address) = address else {
-        panic!("an IPv4 address")
-    };
-    let local = format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(address.ip().octets()),
-        address.port()
-    );
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
-        })
-        .count()
 }
 
 fn connect(address: SocketAddr) -> TcpStream {

@@ -114,3 +114,25 @@ impl Drop for TempDir {
 }
 
 pub const LIMIT: Duration = Duration::from_secs(10);
+
+/// Sockets listening on `address` (IPv4), from `/proc/net/tcp`: a server's own and, with
+/// `worker_listeners`, its workers'.
+pub fn listening(address: std::net::SocketAddr) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let std::net::SocketAddr::V4(address) = address else {
+        panic!("an IPv4 address")
+    };
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(address.ip().octets()),
+        address.port()
+    );
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+        .count()
+}

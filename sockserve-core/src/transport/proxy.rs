@@ -404,6 +404,11 @@ where
     fn prepare_timeout(&self) -> Duration {
         HEADER_TIMEOUT
     }
+    /// The inner transport's own listener for a worker, requiring the same headers.
+    fn worker_listener(&self, options: &Options) -> Option<io::Result<Self>> {
+        let listener = self.inner.worker_listener(options)?;
+        Some(listener.map(|inner| Proxied::new(inner, self.accepted)))
+    }
 }
 
 impl<T> StreamTransport for Proxied<T>

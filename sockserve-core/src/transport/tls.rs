@@ -443,6 +443,15 @@ where
         }
         request.handshake_nowait()
     }
+    /// The inner transport's own listener for a worker, under the same (shared, reloadable)
+    /// configuration.
+    fn worker_listener(&self, options: &Options) -> Option<io::Result<Self>> {
+        let listener = self.inner.worker_listener(options)?;
+        Some(listener.map(|inner| Tls {
+            inner,
+            config: self.config.clone(),
+        }))
+    }
     fn prepare_timeout(&self) -> Duration {
         let inner = if T::PREPARES {
             self.inner.prepare_timeout()
