@@ -308,6 +308,46 @@ fn plaintext<C: Model>() {
     assert_eq!(echoed, "ping over tls\n");
 }
 
+/// After a good handshake and a served line, a record that does not decrypt: the connection
+/// ends, and `handle_error` hears of it as a peer event (`RequestError::Protocol`, debug level
+/// by default), not an error of the server; the next client is served. At once and after a
+/// pause: a pooled connection is then parked on its worker, not lingering on a pool thread.
+#[test]
+fn a_corrupt_record_after_the_handshake_is_a_peer_event() {
+    for pause in [Duration::ZERO, Duration::from_millis(100)] {
+        corrupt_record::<Threading>(pause);
+        corrupt_record::<Multiplex>(pause);
+        corrupt_record::<Pooled>(pause);
+    }
+}
+
+fn corrupt_record<C: Model>(pause: Duration) {
+    let pki = pki(None);
+    let running = serve_tcp::<C>(&pki);
+    let addr = running.server.server_address();
+    let config = client_config(&pki.ca, None, &[]);
+    let mut stream = connect(&config, tcp(addr)).unwrap();
+    assert_eq!(round_trip(&mut stream, "fine\n").unwrap(), "fine\n");
+    // An application-data record of 32 bytes that are no ciphertext of this session.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    record.extend((0..32u8).map(|i| i.wrapping_mul(37)));
+    std::thread::sleep(pause);
+    stream.sock.write_all(&record).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.sock.read_to_end(&mut rest);
+    let handler = running.server.handler();
+    assert!(eventually(LIMIT, || !handler.errors.lock().unwrap().is_empty()));
+    let errors = handler.errors.lock().unwrap().clone();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].0.contains("broke the connection's protocol: TLS"),
+        "{errors:?}"
+    );
+    assert!(errors[0].1, "a corrupt record is a peer event: {errors:?}");
+    let mut next = connect(&config, tcp(addr)).unwrap();
+    assert_eq!(round_trip(&mut next, "next\n").unwrap(), "next\n");
+}
+
 #[test]
 fn mutual_tls_refuses_the_wrong_clients_and_names_the_right_one() {
     mutual::<Threading>();

@@ -60,6 +60,31 @@ pub enum RequestError {
     /// refused certificate) or sent a bad header. A peer event: logged at debug level by
     /// default, so a port scan does not flood the log.
     Prepare(io::Error),
+    /// After the prepare stage, the peer broke the connection's protocol: a corrupt, forged or
+    /// out-of-place TLS record (an error carrying a [`PeerProtocolError`]). A peer event, like
+    /// a reset: logged at debug level by default.
+    Protocol(io::Error),
+}
+
+/// The payload of an `io::Error` (`ErrorKind::InvalidData`) a connection returns when the peer
+/// broke its protocol, such as a TLS record that does not decrypt: what turns such an error,
+/// passed on with `?` from `rfile`, into [`RequestError::Protocol`], a peer event.
+#[derive(Debug)]
+pub struct PeerProtocolError(pub String);
+
+impl fmt::Display for PeerProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PeerProtocolError {}
+
+impl PeerProtocolError {
+    /// An `InvalidData` error carrying this payload.
+    pub fn io(message: impl Into<String>) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, PeerProtocolError(message.into()))
+    }
 }
 
 impl RequestError {
@@ -68,14 +93,20 @@ impl RequestError {
     pub fn is_peer_event(&self) -> bool {
         matches!(
             self,
-            RequestError::Disconnected(_) | RequestError::TimedOut(_) | RequestError::Prepare(_)
+            RequestError::Disconnected(_)
+                | RequestError::TimedOut(_)
+                | RequestError::Prepare(_)
+                | RequestError::Protocol(_)
         )
     }
 
     /// The I/O error behind this failure, if there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            RequestError::Io(e) | RequestError::Disconnected(e) | RequestError::Prepare(e) => Some(e),
+            RequestError::Io(e)
+            | RequestError::Disconnected(e)
+            | RequestError::Prepare(e)
+            | RequestError::Protocol(e) => Some(e),
             RequestError::Panic(_) | RequestError::TimedOut(_) => None,
         }
     }
@@ -84,7 +115,7 @@ impl RequestError {
     /// reset the connection, [`Prepare`](RequestError::Prepare) otherwise.
     pub(crate) fn from_prepare(e: io::Error) -> Self {
         match RequestError::from(e) {
-            RequestError::Io(e) => RequestError::Prepare(e),
+            RequestError::Io(e) | RequestError::Protocol(e) => RequestError::Prepare(e),
             other => other,
         }
     }
@@ -118,6 +149,7 @@ impl fmt::Display for RequestError {
             },
             RequestError::TimedOut(t) => write!(f, "idle for {t:?} (connection_timeout), closed"),
             RequestError::Prepare(e) => write!(f, "the connection failed its prepare stage: {e}"),
+            RequestError::Protocol(e) => write!(f, "the client broke the connection's protocol: {e}"),
         }
     }
 }
@@ -125,7 +157,10 @@ impl fmt::Display for RequestError {
 impl std::error::Error for RequestError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RequestError::Io(e) | RequestError::Disconnected(e) | RequestError::Prepare(e) => Some(e),
+            RequestError::Io(e)
+            | RequestError::Disconnected(e)
+            | RequestError::Prepare(e)
+            | RequestError::Protocol(e) => Some(e),
             RequestError::Panic(_) | RequestError::TimedOut(_) => None,
         }
     }
@@ -138,6 +173,11 @@ impl From<io::Error> for RequestError {
         match e.kind() {
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
                 RequestError::Disconnected(e)
+            }
+            io::ErrorKind::InvalidData
+                if e.get_ref().is_some_and(|inner| inner.is::<PeerProtocolError>()) =>
+            {
+                RequestError::Protocol(e)
             }
             _ => RequestError::Io(e),
         }

@@ -98,9 +98,9 @@ pub use concurrency::multiplex::{CloseReason, ConnHandle, ConnIo, ConnectionHand
 pub use context::{ServerContext, ShutdownHandle};
 pub use declared::Declared;
 pub use handler::{
-    log_request_error, report_error, BaseRequest, DatagramHandler, DatagramRequest, Dispatch, RequestError,
-    RequestHandler, Rfile, StatefulDatagramHandler, StatefulRequestHandler, StatefulStreamHandler,
-    StreamHandler, StreamRequest, Wfile,
+    log_request_error, report_error, BaseRequest, DatagramHandler, DatagramRequest, Dispatch,
+    PeerProtocolError, RequestError, RequestHandler, Rfile, StatefulDatagramHandler, StatefulRequestHandler,
+    StatefulStreamHandler, StreamHandler, StreamRequest, Wfile,
 };
 pub use options::Options;
 pub use pipeline::Pipeline;

@@ -607,9 +607,29 @@ where
                             return false;
                         }
                         req.rfile.set_patience(None);
-                        let next = req.rfile.fill_buf().is_ok_and(|b| !b.is_empty());
+                        let next = match req.rfile.fill_buf() {
+                            Ok(buffered) => !buffered.is_empty(),
+                            // Nothing within LINGER: park.
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock
+                                        | io::ErrorKind::TimedOut
+                                        | io::ErrorKind::Interrupted
+                                ) =>
+                            {
+                                false
+                            }
+                            // A failure (a reset, a corrupt TLS record) is reported here: the
+                            // worker may not see it again (rustls has taken the bytes).
+                            Err(e) => {
+                                report(&self.core, client_address, &RequestError::from(e));
+                                return true;
+                            }
+                        };
                         req.rfile.set_patience(Some((Pooled::LINGER, self.timeout)));
                         if !next {
+                            // End of input included: the worker sees it again, and closes.
                             return false;
                         }
                     }

@@ -409,6 +409,7 @@ where
                 state: Mutex::new(State {
                     conn,
                     pending: Vec::new(),
+                    broken: None,
                 }),
                 info: TlsInfo::default(),
                 handshake_timeout: self.config.handshake_timeout(),
@@ -553,6 +554,30 @@ struct State {
     conn: ServerConnection,
     /// Bytes read from the socket that rustls has not taken yet.
     pending: Vec<u8>,
+    /// The peer broke the protocol (what rustls said): every later read reports it again,
+    /// since rustls has taken the bytes that caused it and the socket will not show them.
+    broken: Option<String>,
+}
+
+impl State {
+    /// Remembers a protocol failure among `e`, and hands `e` on.
+    fn failed(&mut self, e: io::Error) -> io::Error {
+        let protocol = e
+            .get_ref()
+            .is_some_and(|inner| inner.is::<crate::handler::PeerProtocolError>());
+        if protocol && self.broken.is_none() {
+            self.broken = Some(e.to_string());
+        }
+        e
+    }
+
+    /// The remembered protocol failure, if any.
+    fn check(&self) -> io::Result<()> {
+        match &self.broken {
+            Some(message) => Err(crate::handler::PeerProtocolError::io(message.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A TLS connection over the stream connection `S`: the request of a [`Tls`] transport.
@@ -626,8 +651,10 @@ impl<S: Connection> Write for RawNowait<'_, S> {
     }
 }
 
+/// A TLS failure caused by the peer's bytes: a peer event
+/// ([`RequestError::Protocol`](crate::RequestError::Protocol) once the connection is served).
 fn tls_error(error: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {error}"))
+    crate::handler::PeerProtocolError::io(format!("TLS: {error}"))
 }
 
 impl<S> TlsStream<S> {
@@ -709,7 +736,8 @@ impl<S: Connection> TlsStream<S> {
         if state.pending.is_empty() {
             return Ok(());
         }
-        let consumed = self.feed_from(&mut state.conn, &state.pending)?;
+        let fed = self.feed_from(&mut state.conn, &state.pending);
+        let consumed = fed.map_err(|e| state.failed(e))?;
         state.pending.drain(..consumed);
         if state.pending.is_empty() {
             // Held only while rustls' plaintext buffer was full: an idle connection keeps no
@@ -754,11 +782,13 @@ impl<S: Connection> TlsStream<S> {
             let n = read(&self.sock, &mut buf[..RAW_READ])?;
             if n == 0 {
                 let _ = state.conn.read_tls(&mut io::empty());
-                state.conn.process_new_packets().map_err(tls_error)?;
+                let ended = state.conn.process_new_packets().map(drop).map_err(tls_error);
+                ended.map_err(|e| state.failed(e))?;
                 return Ok(0);
             }
             if state.pending.is_empty() {
-                let took = self.feed_from(&mut state.conn, &buf[..n])?;
+                let fed = self.feed_from(&mut state.conn, &buf[..n]);
+                let took = fed.map_err(|e| state.failed(e))?;
                 state.pending.extend_from_slice(&buf[took..n]);
             } else {
                 state.pending.extend_from_slice(&buf[..n]);
@@ -873,6 +903,7 @@ impl<S: Connection> TlsStream<S> {
             return Ok(0);
         }
         let mut state = self.lock();
+        state.check()?;
         let mut filled = 0;
         let mut ended = false;
         // The socket said end of input: rustls has been told, so its reader says so now.
@@ -957,6 +988,7 @@ impl<S: Connection> TlsStream<S> {
         }
         loop {
             let mut state = self.lock();
+            state.check()?;
             match state.conn.reader().read(buf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -1053,6 +1085,10 @@ impl<S: Connection> Connection for TlsStream<S> {
     fn wait_input(&self, timeout: Option<Duration>) -> io::Result<Incoming> {
         {
             let mut state = self.lock();
+            // A broken connection: the read reports it at once.
+            if state.broken.is_some() {
+                return Ok(Incoming::Ready);
+            }
             // The peer may be waiting for what the handshake left to send.
             self.flush_tls(&mut state.conn)?;
             if !state.pending.is_empty() {
