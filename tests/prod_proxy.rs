@@ -4,6 +4,7 @@
 //! original client and the handler the proxy as the connection's peer. On the multiplex and
 //! pooled models the header is read on the worker's event loop as it arrives, never waiting.
 
+mod tls_support;
 mod util;
 
 use std::io::{self, BufRead, Read, Write};
@@ -15,7 +16,7 @@ use sockserve::concurrency::{
     AfterMessage, Concurrency, MessageHandler, Multiplex, Pooled, ProcessRequest, Threading,
 };
 use sockserve::prelude::*;
-use sockserve::transport::{Proxied, ProxyProtocol, StreamKind, StreamTransport, Transport};
+use sockserve::transport::{Proxied, ProxyProtocol, StreamKind, StreamTransport, Tls, TlsConfig, Transport};
 use sockserve::{ConnIo, ConnectionHandler};
 use util::{Running, LIMIT};
 
@@ -275,4 +276,175 @@ fn the_header_is_read_on_the_multiplex_event_loop() {
 #[test]
 fn the_header_is_read_on_the_pooled_event_loop() {
     header_on_the_event_loop::<Pooled>();
+}
+
+/// A PROXY header, then TLS: answers one line with the original client, the SNI name and the
+/// client certificate's name, as a connection handler (multiplex) and a message handler
+/// (pooled).
+#[derive(Default)]
+struct TlsWho {
+    errors: Mutex<Vec<String>>,
+}
+
+type ProxiedTls = Proxied<Tls<Tcp>>;
+
+fn tls_who(
+    client_address: &SocketAddr,
+    request: &sockserve::transport::TlsStream<TcpStream>,
+    line: &[u8],
+) -> String {
+    let info = request.info();
+    format!(
+        "{client_address} sni={} cn={}: {}",
+        info.server_name.as_deref().unwrap_or("-"),
+        info.peer_common_name().as_deref().unwrap_or("-"),
+        String::from_utf8_lossy(line)
+    )
+}
+
+impl ConnectionHandler<ProxiedTls> for TlsWho {
+    type Conn = ();
+    fn verify_request(
+        &self,
+        request: &sockserve::transport::TlsStream<TcpStream>,
+        client_address: &SocketAddr,
+    ) -> bool {
+        // After the header and the handshake: the original client and its certificate.
+        client_address.ip() != "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+            && request.info().peer_common_name().as_deref() != Some("eve")
+    }
+    fn connected(&self, _io: &mut ConnIo<'_, ProxiedTls>) -> io::Result<()> {
+        Ok(())
+    }
+    fn input(&self, _conn: &mut (), io: &mut ConnIo<'_, ProxiedTls>, input: &[u8]) -> io::Result<usize> {
+        let Some(end) = input.iter().position(|&b| b == b'\n') else {
+            return Ok(0);
+        };
+        let reply = tls_who(io.client_address(), io.request(), &input[..=end]);
+        io.write(reply.as_bytes());
+        Ok(end + 1)
+    }
+    fn handle_error(&self, _: &SocketAddr, error: &RequestError) {
+        self.errors.lock().unwrap().push(error.to_string());
+    }
+}
+
+impl MessageHandler<ProxiedTls> for TlsWho {
+    fn verify_request(
+        &self,
+        request: &sockserve::transport::TlsStream<TcpStream>,
+        client_address: &SocketAddr,
+    ) -> bool {
+        ConnectionHandler::verify_request(self, request, client_address)
+    }
+    fn handle(&self, req: &mut StreamRequest<'_, ProxiedTls>) -> io::Result<AfterMessage> {
+        let mut line = Vec::new();
+        if req.rfile.read_until(b'\n', &mut line)? == 0 {
+            return Ok(AfterMessage::Close);
+        }
+        req.wfile
+            .write_all(tls_who(req.client_address, req.request, &line).as_bytes())?;
+        Ok(AfterMessage::KeepOpen)
+    }
+    fn handle_error(&self, _: &SocketAddr, error: &RequestError) {
+        self.errors.lock().unwrap().push(error.to_string());
+    }
+}
+
+/// `Proxied<Tls<Tcp>>` on an event loop: the header (in pieces) from the raw socket, then the
+/// handshake on the same worker, then `verify_request` with the original client and its
+/// certificate; a client whose header names a refused address, or whose certificate is
+/// refused by name, is closed; a header that never comes is given up.
+fn header_then_tls_on_the_event_loop<C>()
+where
+    C: Concurrency + ProcessRequest<ProxiedTls, TlsWho> + Send + Sync,
+{
+    use tls_support::{client_config, connect, round_trip, Ca};
+    let ca = Ca::new("proxy CA");
+    let leaf = ca.server();
+    let config = TlsConfig::from_pem(leaf.cert.pem().as_bytes(), leaf.key.serialize_pem().as_bytes())
+        .unwrap()
+        .client_ca_pem(ca.cert.pem().as_bytes(), false)
+        .unwrap()
+        .handshake_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let options = Options::DEFAULT
+        .proxy_protocol(ProxyProtocol::Any)
+        .workers(Some(1));
+    let server: Server<ProxiedTls, C, TlsWho> =
+        Server::with_options(("127.0.0.1:0", config), TlsWho::default(), options).unwrap();
+    let address = server.server_address();
+    let running = Running::start(server);
+    // A header that stalls on the only worker holds up nobody.
+    let mut stalled = TcpStream::connect(address).unwrap();
+    stalled.write_all(b"PROXY TCP4 ").unwrap();
+
+    let header = |source: [u8; 4], port: u16, pieces: bool| {
+        let sock = TcpStream::connect(address).unwrap();
+        sock.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut sock_w = &sock;
+        let bytes = v2(source, port);
+        if pieces {
+            for part in bytes.chunks(7) {
+                sock_w.write_all(part).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        } else {
+            sock_w.write_all(&bytes).unwrap();
+        }
+        sock
+    };
+    let alice = ca.client("alice");
+    let with_alice = client_config(&ca, Some(&alice), &[]);
+    let mut stream = connect(&with_alice, header([192, 0, 2, 44], 4444, true)).unwrap();
+    assert_eq!(
+        round_trip(&mut stream, "hello\n").unwrap(),
+        "192.0.2.44:4444 sni=localhost cn=alice: hello\n"
+    );
+    assert_eq!(
+        round_trip(&mut stream, "again\n").unwrap(),
+        "192.0.2.44:4444 sni=localhost cn=alice: again\n"
+    );
+    drop(stream);
+    let anonymous = client_config(&ca, None, &[]);
+    let mut stream = connect(&anonymous, header([198, 51, 100, 1], 1, false)).unwrap();
+    assert_eq!(
+        round_trip(&mut stream, "anonymous\n").unwrap(),
+        "198.51.100.1:1 sni=localhost cn=-: anonymous\n"
+    );
+    drop(stream);
+    // Refused after the handshake: by the header's address, by the certificate's name.
+    let eve = ca.client("eve");
+    let with_eve = client_config(&ca, Some(&eve), &[]);
+    for (config, source) in [(&anonymous, [10, 0, 0, 1]), (&with_eve, [192, 0, 2, 45])] {
+        let reply = connect(config, header(source, 5, false)).and_then(|mut s| round_trip(&mut s, "hi\n"));
+        assert!(
+            reply.as_deref().is_ok_and(str::is_empty) || reply.is_err(),
+            "{reply:?}"
+        );
+    }
+    // The stalled header is given up at the stage's limit: HEADER_TIMEOUT and the handshake's.
+    stalled
+        .set_read_timeout(Some(sockserve::transport::HEADER_TIMEOUT + LIMIT))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(stalled.read_to_end(&mut rest).unwrap_or(0), 0);
+    let handler = running.server.handler();
+    assert!(util::eventually(LIMIT, || handler
+        .errors
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.contains("not done within 6s"))));
+}
+
+#[test]
+fn header_then_tls_on_the_multiplex_event_loop() {
+    header_then_tls_on_the_event_loop::<Multiplex>();
+}
+
+#[test]
+fn header_then_tls_on_the_pooled_event_loop() {
+    header_then_tls_on_the_event_loop::<Pooled>();
 }

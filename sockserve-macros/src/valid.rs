@@ -147,21 +147,6 @@ pub(crate) fn validate(input: &Input) -> syn::Result<Server<'_>> {
             ));
         }
     }
-    // An event loop reads a PROXY header as it arrives (`prepare_nowait`), but not a PROXY
-    // header followed by a TLS handshake: say so here rather than refuse every connection.
-    if tls.is_some() && matches!(concurrency.def.name, "multiplex" | "pooled") {
-        if let Some(proxy) = options.iter().find(|o| o.key.kind == ValueKind::Proxy) {
-            errors.push(syn::Error::new(
-                proxy.ident.span(),
-                format!(
-                    "`proxy_protocol` with `tls` is served by `sync`, `threading` or `forking`, not `{}`: \
-                     on an event loop a PROXY header is read only when no TLS handshake follows it; \
-                     choose one of those models, or drop `tls` or `proxy_protocol`",
-                    concurrency.def.name
-                ),
-            ));
-        }
-    }
     errors.finish()?;
     let ident = &input.item.ident;
     Ok(Server {
@@ -810,16 +795,9 @@ mod tests {
     }
 
     #[test]
-    fn proxy_protocol_with_tls_is_not_for_the_event_loop_models() {
-        assert!(errors(quote!(tcp, multiplex, proxy_protocol = "v2")).is_empty());
-        assert!(errors(quote!(tcp, pooled, tls)).is_empty());
-        assert!(errors(quote!(tcp, threading, tls, proxy_protocol = "any")).is_empty());
-        for model in [quote!(multiplex), quote!(pooled)] {
-            let message = error(quote!(tcp, #model, tls, proxy_protocol = "v1"));
-            assert!(
-                message.contains("`proxy_protocol` with `tls` is served by"),
-                "{message}"
-            );
+    fn proxy_protocol_with_tls_serves_every_model() {
+        for model in [quote!(threading), quote!(multiplex), quote!(pooled)] {
+            assert!(errors(quote!(tcp, #model, tls, proxy_protocol = "v1")).is_empty());
         }
     }
 

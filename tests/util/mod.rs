@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sockserve::concurrency::ProcessRequest;
 use sockserve::transport::Transport;
-use sockserve::{Dispatch, Server};
+use sockserve::Server;
 
 /// A server serving in a background thread; shut down and joined on drop.
 pub struct Running<T: Transport, C: sockserve::concurrency::Concurrency, H> {
@@ -20,7 +20,6 @@ pub struct Running<T: Transport, C: sockserve::concurrency::Concurrency, H> {
 impl<T, C, H> Running<T, C, H>
 where
     T: Transport + Send + Sync,
-    T::Kind: Dispatch<T, H>,
     C: ProcessRequest<T, H> + Send + Sync,
     H: Send + Sync + 'static,
 {

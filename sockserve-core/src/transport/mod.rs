@@ -162,18 +162,23 @@ pub trait Transport: Sized + 'static {
     /// connection reaches its worker and again each time its socket is readable or writable,
     /// until it returns `Ok(true)` (done); `Ok(false)` means it waits for the peer, after a
     /// read or write that would have blocked (the poller is edge-triggered). It must never
-    /// wait itself: it reads and writes with [`Connection::read_nowait`] and its kind. The
-    /// worker bounds the whole stage by [`prepare_timeout`](Transport::prepare_timeout); an
-    /// error goes to `handle_error` as [`RequestError::Prepare`](crate::RequestError::Prepare)
-    /// and the connection is closed. Default: `Ok(true)` for a transport without a prepare
-    /// stage; an `Unsupported` error for one whose `prepare` has no event-loop form (its
-    /// connections are then refused one by one, each reported).
+    /// wait itself: it reads and writes with [`Connection::read_nowait`] and its kind.
+    /// `progress` keeps, between calls, one mark per layer of transports: a layer whose stage
+    /// comes in parts records where it is with it (`Proxied`: its header is taken; `Tls`: the
+    /// stage of the transport under it is done) and hands
+    /// [`progress.inner()`](PrepareProgress::inner) to the transport it wraps. The worker
+    /// bounds the whole stage by [`prepare_timeout`](Transport::prepare_timeout); an error goes
+    /// to `handle_error` as [`RequestError::Prepare`](crate::RequestError::Prepare) and the
+    /// connection is closed. Default: `Ok(true)` for a transport without a prepare stage; an
+    /// `Unsupported` error for one whose `prepare` has no event-loop form (its connections are
+    /// then refused one by one, each reported).
     fn prepare_nowait(
         &self,
         request: &mut Self::Request,
         client_address: &mut Self::Address,
+        progress: PrepareProgress<'_>,
     ) -> io::Result<bool> {
-        let _ = (request, client_address);
+        let _ = (request, client_address, progress);
         if Self::PREPARES {
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -220,6 +225,46 @@ pub trait Transport: Sized + 'static {
     fn worker_listener(&self, options: &Options) -> Option<io::Result<Self>> {
         let _ = options;
         None
+    }
+}
+
+/// A connection's record of its event-loop prepare stage ([`Transport::prepare_nowait`]),
+/// kept by the worker between calls: one mark per layer of transports (the outermost first),
+/// for a layer whose stage comes in parts to record where it is, whatever order it and the
+/// transport it wraps go in.
+#[derive(Debug)]
+pub struct PrepareProgress<'a> {
+    marks: &'a mut u64,
+    depth: u32,
+}
+
+impl<'a> PrepareProgress<'a> {
+    /// A new connection's record, no mark set, as the outermost layer sees it.
+    pub(crate) fn new(marks: &'a mut u64) -> Self {
+        PrepareProgress { marks, depth: 0 }
+    }
+
+    /// This layer's mark (none past the 64th layer).
+    fn bit(&self) -> u64 {
+        1u64.checked_shl(self.depth).unwrap_or(0)
+    }
+
+    /// Whether this layer has set its mark.
+    pub fn is_marked(&self) -> bool {
+        *self.marks & self.bit() != 0
+    }
+
+    /// Sets this layer's mark. (Past 64 layers nothing is recorded: `is_marked` stays false.)
+    pub fn mark(&mut self) {
+        *self.marks |= self.bit();
+    }
+
+    /// The record as the transport this layer wraps sees it: its own mark.
+    pub fn inner(&mut self) -> PrepareProgress<'_> {
+        PrepareProgress {
+            marks: self.marks,
+            depth: self.depth.saturating_add(1),
+        }
     }
 }
 
@@ -432,5 +477,38 @@ impl<S: ToSocketAddrs> ToAddress<SocketAddr> for S {
                 "the address resolved to no socket address",
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrepareProgress;
+
+    #[test]
+    fn each_layer_has_its_own_mark_in_any_order() {
+        let mut marks = 0u64;
+        let mut outer = PrepareProgress::new(&mut marks);
+        // The inner layer finishes first (Tls<T>: T's stage, then the handshake).
+        outer.inner().mark();
+        assert!(!outer.is_marked());
+        assert!(outer.inner().is_marked());
+        assert!(!outer.inner().inner().is_marked());
+        outer.mark();
+        assert!(outer.is_marked());
+        assert_eq!(marks, 0b11);
+        // Past 64 layers nothing is recorded, and nothing panics.
+        let mut deep = 0u64;
+        let mut progress = PrepareProgress::new(&mut deep);
+        let mut view = progress.inner();
+        for _ in 0..70 {
+            view.mark();
+            view = PrepareProgress {
+                depth: view.depth + 1,
+                marks: view.marks,
+            };
+        }
+        view.mark();
+        assert!(!view.is_marked());
+        assert_eq!(deep, u64::MAX - 1);
     }
 }

@@ -12,7 +12,10 @@
 //!
 //! The wrapper composes: an inner transport that prepares too (a TLS handshake) runs its own
 //! `prepare` after the header is read, so `Proxied<Tls<Tcp>>` reads the PROXY header from the
-//! raw socket and then shakes hands.
+//! raw socket and then shakes hands. On a multiplex or pooled worker the same happens without
+//! waiting ([`Transport::prepare_nowait`]): the header is looked at as it arrives (`MSG_PEEK`)
+//! and taken whole, then the inner stage runs, the connection's
+//! [`PrepareProgress`] recording which part it is in.
 //!
 //! ```no_run
 //! use std::io;
@@ -41,7 +44,7 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 
 use crate::options::Options;
-use crate::transport::{StreamKind, StreamTransport, Transport};
+use crate::transport::{PrepareProgress, StreamKind, StreamTransport, Transport};
 
 /// Which PROXY protocol header a [`Proxied`] transport requires of every connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -371,38 +374,39 @@ where
         }
         Ok(())
     }
-    /// The header on a multiplex or pooled worker, read as it arrives without waiting.
-    /// Not over a transport that prepares too (`Proxied<Tls<..>>`): the header and the inner
-    /// stage in turn would need a record of where the connection is, which the request type
-    /// does not keep; such a server runs on threads or children (an `Unsupported` error per
-    /// connection otherwise).
+    /// The header on a multiplex or pooled worker, read as it arrives without waiting (this
+    /// layer's mark: it is taken), then the inner transport's own stage (a TLS handshake).
     fn prepare_nowait(
         &self,
         request: &mut Self::Request,
         client_address: &mut SocketAddr,
+        mut progress: PrepareProgress<'_>,
     ) -> io::Result<bool> {
-        if T::PREPARES {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a PROXY header before another prepare stage (Proxied<Tls<..>>) is read on \
-                 threads or children, not on an event loop",
-            ));
-        }
-        if self.accepted == ProxyProtocol::Off {
-            return Ok(true);
-        }
-        match take_proxy_header_nowait(request.as_fd(), self.accepted)? {
-            None => Ok(false),
-            Some(original) => {
-                if let Some(original) = original {
-                    *client_address = original;
+        if self.accepted != ProxyProtocol::Off && !progress.is_marked() {
+            match take_proxy_header_nowait(request.as_fd(), self.accepted)? {
+                None => return Ok(false),
+                Some(original) => {
+                    if let Some(original) = original {
+                        *client_address = original;
+                    }
+                    progress.mark();
                 }
-                Ok(true)
             }
         }
+        if T::PREPARES {
+            return self
+                .inner
+                .prepare_nowait(request, client_address, progress.inner());
+        }
+        Ok(true)
     }
     fn prepare_timeout(&self) -> Duration {
-        HEADER_TIMEOUT
+        let inner = if T::PREPARES {
+            self.inner.prepare_timeout()
+        } else {
+            Duration::ZERO
+        };
+        HEADER_TIMEOUT + inner
     }
     /// The inner transport's own listener for a worker, requiring the same headers.
     fn worker_listener(&self, options: &Options) -> Option<io::Result<Self>> {

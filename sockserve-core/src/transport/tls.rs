@@ -72,7 +72,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
-use super::{Connection, Incoming, StreamKind, StreamTransport, ToAddress, Transport};
+use super::{Connection, Incoming, PrepareProgress, StreamKind, StreamTransport, ToAddress, Transport};
 use crate::options::Options;
 
 /// How long a handshake may take by default.
@@ -413,7 +413,6 @@ where
                 }),
                 info: TlsInfo::default(),
                 handshake_timeout: self.config.handshake_timeout(),
-                sock_prepared: false,
             },
             address,
         )))
@@ -435,12 +434,18 @@ where
         &self,
         request: &mut Self::Request,
         client_address: &mut T::Address,
+        mut progress: PrepareProgress<'_>,
     ) -> io::Result<bool> {
-        if T::PREPARES && !request.sock_prepared {
-            if !self.inner.prepare_nowait(&mut request.sock, client_address)? {
+        // The stage of the transport underneath first (this layer's mark: it is done), then
+        // the handshake, whose own progress is rustls'.
+        if T::PREPARES && !progress.is_marked() {
+            if !self
+                .inner
+                .prepare_nowait(&mut request.sock, client_address, progress.inner())?
+            {
                 return Ok(false);
             }
-            request.sock_prepared = true;
+            progress.mark();
         }
         request.handshake_nowait()
     }
@@ -589,9 +594,6 @@ pub struct TlsStream<S> {
     state: Mutex<State>,
     info: TlsInfo,
     handshake_timeout: Duration,
-    /// The inner connection's own event-loop prepare stage is done (a transport under `Tls`
-    /// that prepares too).
-    sock_prepared: bool,
 }
 
 /// The socket under the TLS session. Reading or writing it directly bypasses TLS: it is for

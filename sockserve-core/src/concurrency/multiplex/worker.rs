@@ -25,7 +25,7 @@ use super::handler::{Asked, CloseReason, ConnIo, ConnectionHandler, Lent, Mailbo
 use super::{Driver, Limit, Multiplex};
 use crate::handler::{guarded, RequestError};
 use crate::serve::{classify, take_request, AcceptFailure, BackOff};
-use crate::transport::{Connection, StreamTransport, Transport};
+use crate::transport::{Connection, PrepareProgress, StreamTransport, Transport};
 
 /// The waker's token; connection `i` has token `i + 1`.
 const WAKER: Token = Token(0);
@@ -112,6 +112,8 @@ struct Conn<T: Transport, S> {
     /// The transport's prepare stage (a TLS handshake) is under way, to be done by this
     /// deadline; the handler knows nothing of the connection yet.
     preparing: Option<Instant>,
+    /// The prepare stage's record between calls ([`PrepareProgress`]).
+    prepared: u64,
     /// The handler asked to lend the connection; done once its queued output is written.
     lend_asked: bool,
     /// Nothing read yet: a connection accepted just before `server_close` whose first
@@ -531,6 +533,7 @@ where
         self.conns[index] = Some(Conn {
             socket: Some(request),
             preparing,
+            prepared: 0,
             lend_asked: false,
             fresh: true,
             client_address,
@@ -576,9 +579,10 @@ where
         };
         let transport = &self.core.context().transport;
         let client_address = &mut conn.client_address;
+        let progress = PrepareProgress::new(&mut conn.prepared);
         let result = guarded(|| {
             transport
-                .prepare_nowait(request, client_address)
+                .prepare_nowait(request, client_address, progress)
                 .map_err(RequestError::from_prepare)
         });
         match result {

@@ -1,4 +1,0 @@
-#[sockserve::server(tcp, multiplex, tls, proxy_protocol = "v2")]
-struct Echo;
-
-fn main() {}
