@@ -336,35 +336,24 @@ pub(crate) fn getpid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
+/// `recv(2)` with `flags`.
+fn recv_flags(fd: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable slice of `buf.len()` bytes for the length of the call.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// `recv(2)` with `MSG_PEEK | MSG_DONTWAIT`: what has arrived, left in the socket for the next
 /// read, without waiting.
 pub(crate) fn peek_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a live, writable slice of `buf.len()` bytes for the length of the call.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    recv_flags(fd, buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
 }
 
 /// `recv(2)` with `MSG_DONTWAIT`: a read that never blocks, whatever the socket's own mode (the
 /// multiplex workers' sockets stay blocking, so that a pooled model's thread can use them as
 /// they are, without two `fcntl` calls each way per message).
 pub(crate) fn recv_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a live, writable slice of `buf.len()` bytes for the length of the call.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    recv_flags(fd, buf, libc::MSG_DONTWAIT)
 }
 
 /// `send(2)` with `MSG_DONTWAIT` (never blocks, see [`recv_nowait`]) and `MSG_NOSIGNAL` (a
