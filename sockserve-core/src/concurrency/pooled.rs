@@ -211,10 +211,14 @@ where
     H: MessageHandler<T>,
 {
     fn process_request(&self, core: &Arc<Pipeline<T, H>>, request: T::Request, client_address: T::Address) {
-        // Kept by the socket across the times it is lent (set once, not per message).
-        if let Err(e) = pool_timeouts(&request, self.timeout) {
-            report(core, &client_address, &RequestError::Io(e));
-            return core.shutdown_request(request);
+        // Kept by the socket across the times it is lent (set once, not per message). With a
+        // prepare stage the worker sets them once it is done, with verify_request
+        // (`Driver::accepted`).
+        if !T::PREPARES {
+            if let Err(e) = pool_timeouts(&request, self.timeout) {
+                report(core, &client_address, &RequestError::Io(e));
+                return core.shutdown_request(request);
+            }
         }
         self.mux.accept(
             core,
