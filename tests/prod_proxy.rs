@@ -248,24 +248,28 @@ where
     let (reply, _) = talk(address, b"GET / HTTP/1.1\r\n\r\n");
     assert_eq!(reply, "");
     let handler = running.server.handler();
-    assert!(util::eventually(LIMIT, || handler
-        .errors
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|e| e.contains("does not start with a PROXY protocol header"))));
+    assert!(reported(
+        &handler.errors,
+        "does not start with a PROXY protocol header"
+    ));
     // The stalled one is closed at the header timeout, without a reply.
+    given_up(stalled, &handler.errors, "not done within 5s");
+}
+
+/// Whether `handle_error` heard, within `LIMIT`, of an error whose text contains `text`.
+fn reported(errors: &Mutex<Vec<String>>, text: &str) -> bool {
+    util::eventually(LIMIT, || errors.lock().unwrap().iter().any(|e| e.contains(text)))
+}
+
+/// A client that stalled its prepare stage is closed without a reply (within
+/// `HEADER_TIMEOUT` and `LIMIT`), and `handle_error` hears of it (`within`: the limit's text).
+fn given_up(mut stalled: TcpStream, errors: &Mutex<Vec<String>>, within: &str) {
     stalled
         .set_read_timeout(Some(sockserve::transport::HEADER_TIMEOUT + LIMIT))
         .unwrap();
     let mut rest = Vec::new();
     assert_eq!(stalled.read_to_end(&mut rest).unwrap_or(0), 0);
-    assert!(util::eventually(LIMIT, || handler
-        .errors
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|e| e.contains("not done within 5s"))));
+    assert!(reported(errors, within), "{:?}", errors.lock().unwrap());
 }
 
 #[test]
@@ -425,18 +429,7 @@ where
         );
     }
     // The stalled header is given up at the stage's limit: HEADER_TIMEOUT and the handshake's.
-    stalled
-        .set_read_timeout(Some(sockserve::transport::HEADER_TIMEOUT + LIMIT))
-        .unwrap();
-    let mut rest = Vec::new();
-    assert_eq!(stalled.read_to_end(&mut rest).unwrap_or(0), 0);
-    let handler = running.server.handler();
-    assert!(util::eventually(LIMIT, || handler
-        .errors
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|e| e.contains("not done within 6s"))));
+    given_up(stalled, &running.server.handler().errors, "not done within 6s");
 }
 
 #[test]
