@@ -4,10 +4,11 @@
 //! own): it accepts as `T` does, and runs the TLS handshake in the per-connection prepare
 //! stage ([`Transport::prepare`]), that is on the connection's own thread or child, or on a
 //! multiplex or pooled worker's event loop without blocking it
-//! ([`Transport::prepare_nowait`]), never in the accept loop, and before `verify_request`. Handlers keep `rfile` and `wfile`, which
-//! read and write plaintext; the connection ([`TlsStream`]) tells what the handshake found:
-//! the ALPN protocol, the SNI name and the client's certificate chain ([`TlsInfo`]), so
-//! `verify_request` can refuse a client by identity.
+//! ([`Transport::prepare_nowait`]), never in the accept loop, and before `verify_request`.
+//! Handlers keep `rfile` and `wfile`, which read and write plaintext; the connection
+//! ([`TlsStream`]) tells what the handshake found: the ALPN protocol, the SNI name and the
+//! client's certificate chain ([`TlsInfo`]), so `verify_request` can refuse a client by
+//! identity.
 //!
 //! ```no_run
 //! use std::io::{self, BufRead, Write};
