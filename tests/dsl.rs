@@ -10,7 +10,7 @@ use std::time::Duration;
 use sockserve::concurrency::{AfterMessage, MessageHandler, Multiplex};
 use sockserve::prelude::*;
 use sockserve::server;
-use sockserve::transport::{Tls, TlsConfig};
+use sockserve::transport::Tls;
 
 mod tls_support;
 mod util;
@@ -312,12 +312,7 @@ fn tls_composes_with_the_multiplex_and_pooled_models() {
     use tls_support::{client_config, connect, round_trip, tcp, Ca};
     let ca = Ca::new("dsl CA");
     let leaf = ca.server();
-    let config = || {
-        TlsConfig::from_pem(leaf.cert.pem().as_bytes(), leaf.key.serialize_pem().as_bytes())
-            .unwrap()
-            .build()
-            .unwrap()
-    };
+    let config = || leaf.tls_config().build().unwrap();
     let client = client_config(&ca, None, &[]);
     let declared: TypeId = TypeId::of::<MuxTlsEchoServer>();
     assert_eq!(declared, TypeId::of::<Server<Tls<Tcp>, Multiplex, MuxTlsEcho>>());

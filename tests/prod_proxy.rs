@@ -16,7 +16,7 @@ use sockserve::concurrency::{
     AfterMessage, Concurrency, MessageHandler, Multiplex, Pooled, ProcessRequest, Threading,
 };
 use sockserve::prelude::*;
-use sockserve::transport::{Proxied, ProxyProtocol, StreamKind, StreamTransport, Tls, TlsConfig, Transport};
+use sockserve::transport::{Proxied, ProxyProtocol, StreamKind, StreamTransport, Tls, Transport};
 use sockserve::{ConnIo, ConnectionHandler};
 use util::{Running, LIMIT};
 
@@ -366,8 +366,8 @@ where
     use tls_support::{client_config, connect, round_trip, Ca};
     let ca = Ca::new("proxy CA");
     let leaf = ca.server();
-    let config = TlsConfig::from_pem(leaf.cert.pem().as_bytes(), leaf.key.serialize_pem().as_bytes())
-        .unwrap()
+    let config = leaf
+        .tls_config()
         .client_ca_pem(ca.cert.pem().as_bytes(), false)
         .unwrap()
         .handshake_timeout(std::time::Duration::from_secs(1))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sockserve::concurrency::{
     AfterMessage, Concurrency, MessageHandler, Multiplex, Pooled, ProcessRequest, Threading,
 };
-use sockserve::transport::{Tcp, Tls, TlsConfig};
+use sockserve::transport::{Tcp, Tls};
 use sockserve::{ConnIo, ConnectionHandler, Options, Server, StreamHandler, StreamRequest};
 
 use crate::harness::{self, isolated_tests, Usage, CLIENT_TIMEOUT};
@@ -82,8 +82,8 @@ fn steady_usage() -> Usage {
 fn server<C: Model>(handshake_timeout: Duration) -> (TlsServer<C>, Ca) {
     let ca = Ca::new("faults CA");
     let leaf = ca.server();
-    let config = TlsConfig::from_pem(leaf.cert.pem().as_bytes(), leaf.key.serialize_pem().as_bytes())
-        .unwrap()
+    let config = leaf
+        .tls_config()
         .handshake_timeout(handshake_timeout)
         .build()
         .unwrap();

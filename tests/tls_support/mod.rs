@@ -81,6 +81,15 @@ impl Leaf {
         self.cert.der().clone()
     }
 
+    /// A server configuration presenting this certificate, from its PEM.
+    pub fn tls_config(&self) -> sockserve::transport::tls::TlsConfigBuilder {
+        sockserve::transport::TlsConfig::from_pem(
+            self.cert.pem().as_bytes(),
+            self.key.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+    }
+
     fn key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::try_from(self.key.serialize_der()).unwrap()
     }
